@@ -1,0 +1,154 @@
+"""The fx wire protocol between the service's broker and an endpoint.
+
+Defined here, once, because the endpoint must run on a cluster node without Jupyter; the
+service and the SDK import it. See ``docs/architecture.md`` for the message flow.
+
+A message is a ZeroMQ multipart message::
+
+    [header, payload_0, payload_1, ...]
+
+``header`` is UTF-8 JSON ``{"t": <type>, "n": <number of payload frames>, ...body}``. Payload
+frames are opaque bytes (serialized functions, arguments, results): the broker forwards and stores
+them without ever opening them (DESIGN.md invariant 1), and they travel as their own frames so
+large ones are not copied into the JSON. On the service's ROUTER socket the peer identity frame
+precedes ``header``; :func:`decode` is given the frames after it.
+
+Every message type carries lists of items, so each hop moves batches (invariant 3).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .version import PROTOCOL_VERSION, __version__
+
+# --- endpoint -> service -------------------------------------------------------------------
+#: First message on a connection: {endpoint_id, protocol, fx_version, python, hostname, pid,
+#: engine: {type, max_workers}, credit}
+HELLO = "hello"
+#: Periodic liveness + load: {status: {...engine status...}}
+HEARTBEAT = "heartbeat"
+#: State changes at the endpoint: {updates: [[task_id, state, unix_ts], ...]}. The first update
+#: of a task (``waiting-for-launch``) acknowledges its receipt.
+TASK_STATUS = "task_status"
+#: Finished tasks: {results: [ResultHeader, ...]} with one payload frame per result, in order.
+RESULTS = "results"
+#: Clean shutdown of the endpoint daemon: {}
+GOODBYE = "goodbye"
+
+# --- service -> endpoint -------------------------------------------------------------------
+#: Answer to HELLO: {fx_version, protocol, heartbeat_period, heartbeat_threshold}
+WELCOME = "welcome"
+#: Fatal refusal (incompatible versions, deleted endpoint): {reason}
+REJECT = "reject"
+#: Work: {tasks: [TaskHeader, ...]} with payload frames referenced by index from the headers
+#: (functions are sent once per message even when many tasks use them).
+TASKS = "tasks"
+#: The service stored these results; the endpoint may forget them: {task_ids: [...]}
+RESULTS_ACK = "results_ack"
+#: Drop queued / stop running tasks: {task_ids: [...]}
+CANCEL = "cancel"
+#: Answer to HEARTBEAT so the endpoint notices a dead service: {}
+HEARTBEAT_ACK = "heartbeat_ack"
+
+ENDPOINT_TO_SERVICE = frozenset({HELLO, HEARTBEAT, TASK_STATUS, RESULTS, GOODBYE})
+SERVICE_TO_ENDPOINT = frozenset({WELCOME, REJECT, TASKS, RESULTS_ACK, CANCEL, HEARTBEAT_ACK})
+
+#: Any endpoint -> service message may carry ``"credit": n``: n more tasks the endpoint can take.
+CREDIT_KEY = "credit"
+
+
+class TaskState:
+    """funcX's task state names (DESIGN.md, "Task states")."""
+
+    WAITING_FOR_EP = "waiting-for-ep"
+    WAITING_FOR_NODES = "waiting-for-nodes"
+    WAITING_FOR_LAUNCH = "waiting-for-launch"
+    RUNNING = "running"
+    SUCCESS = "success"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    ALL = (
+        WAITING_FOR_EP,
+        WAITING_FOR_NODES,
+        WAITING_FOR_LAUNCH,
+        RUNNING,
+        SUCCESS,
+        FAILED,
+        CANCELLED,
+    )
+    TERMINAL = frozenset({SUCCESS, FAILED, CANCELLED})
+    #: States an endpoint may report in TASK_STATUS.
+    AT_ENDPOINT = frozenset({WAITING_FOR_NODES, WAITING_FOR_LAUNCH, RUNNING})
+
+
+class ProtocolError(ValueError):
+    """A frame sequence that is not a valid fx message. The receiver logs, counts and drops it."""
+
+
+@dataclass
+class Message:
+    """A decoded message: its type, its JSON body, and its opaque payload frames."""
+
+    type: str
+    body: dict[str, Any] = field(default_factory=dict)
+    frames: list[Any] = field(default_factory=list)
+
+
+def encode(msg_type: str, body: dict[str, Any] | None = None, frames: Sequence[Any] = ()) -> list[Any]:
+    """Frames for a message; payload frames are passed through untouched (zero copy)."""
+    header = dict(body or {})
+    header["t"] = msg_type
+    header["n"] = len(frames)
+    return [json.dumps(header, separators=(",", ":")).encode(), *frames]
+
+
+def decode(frames: Sequence[Any], allowed: frozenset[str] | None = None) -> Message:
+    """Parse frames (without the ROUTER identity) into a :class:`Message`.
+
+    Raises :class:`ProtocolError` for anything malformed: no frames, a header that is not a JSON
+    object, an unknown type, or a payload frame count that does not match the header (a truncated
+    or padded message).
+    """
+    if not frames:
+        raise ProtocolError("empty message")
+    raw = frames[0]
+    raw = raw.bytes if hasattr(raw, "bytes") else raw
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise ProtocolError(f"header is not JSON: {e}") from None
+    if not isinstance(header, dict):
+        raise ProtocolError("header is not a JSON object")
+    msg_type = header.pop("t", None)
+    count = header.pop("n", None)
+    if not isinstance(msg_type, str):
+        raise ProtocolError("header has no message type")
+    if allowed is not None and msg_type not in allowed:
+        raise ProtocolError(f"unexpected message type {msg_type!r}")
+    if not isinstance(count, int) or count != len(frames) - 1:
+        raise ProtocolError(
+            f"{msg_type} message announces {count!r} payload frames but has {len(frames) - 1}"
+        )
+    return Message(msg_type, header, list(frames[1:]))
+
+
+def require(body: dict[str, Any], key: str, kind: type | tuple[type, ...]) -> Any:
+    """Fetch ``body[key]`` checking its type, or raise :class:`ProtocolError` naming the key."""
+    value = body.get(key)
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ProtocolError(f"field {key!r} missing or not {getattr(kind, '__name__', kind)}")
+    return value
+
+
+def check_compatible(peer_protocol: Any, peer_version: Any, peer_role: str, my_role: str) -> None:
+    """Raise :class:`ProtocolError` with both versions named when a peer cannot talk to us."""
+    if peer_protocol != PROTOCOL_VERSION:
+        raise ProtocolError(
+            f"{peer_role} {peer_version} (protocol {peer_protocol}) is not compatible with "
+            f"{my_role} {__version__} (protocol {PROTOCOL_VERSION}); install the same fx-jupyter "
+            f"version on both sides"
+        )
