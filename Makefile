@@ -1,0 +1,39 @@
+# fx-jupyter: `make run` starts JupyterLab with fx and a local endpoint; `make test` runs the suite.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+HEADLESS ?=
+# Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k broker -x"`.
+PYTEST_ARGS ?=
+# Debian packages the tests use (installed by `make system-deps` when missing).
+SYSTEM_PACKAGES :=
+
+.PHONY: help setup system-deps run test bench clean
+
+help:  ## List the targets.
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed  ## Create .venv and install fx-jupyter (editable) with its test extras.
+
+system-deps:  ## Install the Debian packages the tests need (root; no-op when present).
+	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
+
+run: setup  ## JupyterLab with the fx service, a local endpoint and the tutorial (HEADLESS=1: run the tutorial and print its outputs).
+	$(PY) scripts/run.py $(if $(HEADLESS),--headless,)
+
+test: setup system-deps  ## Set everything up and run the whole test suite.
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+bench: setup  ## Run the benchmarks in bench/ and print their figures.
+	$(PY) bench/throughput.py
+
+clean:  ## Remove the virtualenv and build artifacts.
+	rm -rf $(VENV) build dist *.egg-info
