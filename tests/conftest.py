@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fxstack import FxStack, start_stack
+from fx_jupyter.testing import FxStack, start_stack
 
 pytest_plugins = ["pytest_jupyter.jupyter_server"]
 

@@ -1,6 +1,9 @@
-"""A running fx deployment for tests: a Jupyter server process with the fx service, and endpoints
-started through the real `fx-endpoint` CLI. Every process is started with a timeout and stopped
-(or killed) on teardown; ports come from the OS.
+"""A running fx deployment for tests and benchmarks: a Jupyter server process with the fx
+service, and endpoints started through the real `fx-endpoint` CLI.
+
+Every process is started with a timeout and stopped (or killed) on teardown; ports come from the
+OS. The test suite's ``fx_stack`` fixture and ``bench/`` use it; so can users testing their own
+fx code.
 """
 
 from __future__ import annotations
