@@ -1,0 +1,1 @@
+"""Real infrastructure for tests: a one-node Slurm and a private PostgreSQL."""
