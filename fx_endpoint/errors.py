@@ -18,3 +18,7 @@ class TaskExecutionFailed(Exception):
 
 class WorkerLost(Exception):
     """The worker running a task died (signal, exit code, OOM) more times than retries allow."""
+
+
+class WalltimeExceeded(TimeoutError):
+    """A task ran longer than the walltime it was submitted with; its worker was stopped."""

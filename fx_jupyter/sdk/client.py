@@ -1,0 +1,383 @@
+"""``Client``: the fx REST API as Python methods (funcX's ``FuncXClient`` names).
+
+Built on ``globus_sdk.BaseClient`` like funcX's client: one ``requests`` session reused for every
+call (keep-alive), bearer-token authorization, retries of transient failures, and service
+errors raised as :class:`FxAPIError` (a ``GlobusAPIError``) whose message is the service's own.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import threading
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any
+
+import requests
+from globus_sdk import AccessTokenAuthorizer, BaseClient, NullAuthorizer
+from globus_sdk.response import GlobusHTTPResponse
+from globus_sdk.transport import RetryConfig
+
+from fx_endpoint.protocol import TaskState
+from fx_endpoint.serialize import PYTHON_VERSION, function_source, serialize_function
+from fx_endpoint.version import PROTOCOL_VERSION, __version__
+
+from .batch import (
+    MAX_REQUEST_BYTES,
+    MAX_TASKS_PER_REQUEST,
+    Batch,
+    encode_args,
+    encode_task,
+    submit_bodies,
+)
+from .compat import check_service_version
+from .discovery import HINT, locate_service
+from .errors import (
+    EndpointNotFound,
+    FxAPIError,
+    FxError,
+    ServiceNotFound,
+    TaskCancelled,
+    TaskPending,
+)
+from .listings import EndpointList, TaskList
+from .tasks import task_document
+
+#: Most task ids in one ``POST batch_status``; more are asked in several requests.
+MAX_IDS_PER_STATUS_REQUEST = 50_000
+
+_JSON = {"Content-Type": "application/json"}
+
+
+def _path_id(value: Any, what: str) -> str:
+    """An id or name to put in a URL path; anything that would change the route is refused."""
+    if isinstance(value, uuid.UUID):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip() or "/" in value:
+        raise ValueError(f"{what} must be a non-empty string without '/', got {value!r}")
+    return value
+
+
+class Client(BaseClient):
+    """A connection to one fx service.
+
+    ``Client()`` finds the service of the Jupyter server it runs under (see
+    :mod:`fx_jupyter.sdk.discovery`); ``Client(service_url, token)`` names it. The first request
+    checks ``GET version`` and raises :class:`VersionMismatch` if this SDK and the service cannot
+    work together. A client is safe to share between threads.
+    """
+
+    error_class = FxAPIError
+
+    def __init__(self, service_url: str | None = None, token: str | None = None) -> None:
+        location = locate_service(service_url, token)
+        self.token = location.token
+        self.located_by = location.source
+        super().__init__(
+            base_url=location.url,
+            authorizer=AccessTokenAuthorizer(location.token)
+            if location.token
+            else NullAuthorizer(),
+            app_name=f"fx-jupyter-sdk/{__version__}",
+            # A few quick retries ride over a restarting server without making a dead one
+            # take half a minute to report.
+            retry_config=RetryConfig(max_retries=3, max_sleep=2),
+        )
+        # Proxy settings are read from the environment once, here, not on every request:
+        # requests rescans os.environ per request otherwise, a third of a small call's time.
+        session = self.transport.session
+        session.proxies = requests.utils.get_environ_proxies(self.base_url)
+        session.trust_env = False
+        self.transport.headers["X-FX-SDK-Version"] = __version__
+        self.transport.headers["X-FX-Protocol"] = str(PROTOCOL_VERSION)
+        self._version_lock = threading.Lock()
+        self._service_version: dict[str, Any] | None = None
+        self._functions: dict[bytes, str] = {}
+        self._functions_lock = threading.Lock()
+        self._events_lock = threading.Lock()
+        self._events: Any = None
+
+    def __repr__(self) -> str:
+        return f"<fx Client {self.base_url}>"
+
+    # --- plumbing ------------------------------------------------------------------------------
+    def request(self, method: str, path: str, **kwargs: Any) -> GlobusHTTPResponse:
+        """Every request checks, once, that the service speaks our version."""
+        if self._service_version is None and path != "version":
+            self.version()
+        return super().request(method, path, **kwargs)
+
+    def version(self) -> dict[str, Any]:
+        """The service's ``GET version`` document, checked against this SDK (once, then cached).
+
+        Raises :class:`VersionMismatch` naming both versions when they cannot work together,
+        and :class:`ServiceNotFound` when the URL is a Jupyter server without the fx service.
+        """
+        with self._version_lock:
+            if self._service_version is None:
+                try:
+                    doc = self.get("version").data
+                except FxAPIError as e:
+                    if e.http_status == 404:
+                        raise ServiceNotFound(
+                            [f"{self.base_url}: a server answers, but GET version is a 404"],
+                            "Is the fx_jupyter server extension enabled in that Jupyter server "
+                            "(`jupyter server extension list`)? " + HINT,
+                        ) from None
+                    raise
+                self._service_version = check_service_version(doc, self.base_url)
+            return self._service_version
+
+    def authorization_header(self) -> str | None:
+        """The ``Authorization`` header value requests carry (the event stream needs it too)."""
+        return self.authorizer.get_authorization_header() if self.authorizer else None
+
+    @property
+    def events(self) -> Any:
+        """The :class:`EventStream` of this client: one WebSocket, started on first use."""
+        with self._events_lock:
+            if self._events is None:
+                from .events import EventStream
+
+                self._events = EventStream(self)
+                self._events.start()
+            return self._events
+
+    def close(self) -> None:
+        """Stop the event stream and close the HTTP session."""
+        with self._events_lock:
+            events, self._events = self._events, None
+        if events is not None:
+            events.close()
+        super().close()
+
+    # --- functions -----------------------------------------------------------------------------
+    def register_function(
+        self,
+        function: Callable[..., Any],
+        description: str | None = None,
+        public: bool = False,
+        *,
+        source: str | None = None,
+    ) -> str:
+        """Register ``function`` (by value, with its source text) and return its id.
+
+        Registering the same code again returns the same id (cached here; the service also
+        dedupes by payload). ``source`` overrides the source text found by ``inspect``, as the
+        ``%%funcx`` magic does for a cell.
+        """
+        if not callable(function):
+            raise TypeError(f"register_function needs a callable, got {type(function).__name__}")
+        if description is not None and not isinstance(description, str):
+            raise TypeError(f"description must be a string, got {type(description).__name__}")
+        if not isinstance(public, bool):
+            raise TypeError(f"public must be True or False, got {public!r}")
+        if source is None:
+            source = function_source(function)
+        payload = serialize_function(function, source)
+        digest = hashlib.sha256(payload).digest()
+        with self._functions_lock:
+            known = self._functions.get(digest)
+        if known is not None:
+            return known
+        body: dict[str, Any] = {
+            "function_name": getattr(function, "__name__", type(function).__name__),
+            "function_code": base64.b64encode(payload).decode("ascii"),
+            "python_version": PYTHON_VERSION,
+            "public": public,
+        }
+        if source is not None:
+            body["source"] = source
+        if description is not None:
+            body["description"] = description
+        function_id = str(self.post("functions", data=body)["function_id"])
+        with self._functions_lock:
+            self._functions[digest] = function_id
+        return function_id
+
+    def get_function(self, function_id: str) -> dict[str, Any]:
+        """What the service stored about a function (name, description, source, python...)."""
+        return dict(self.get(f"functions/{_path_id(function_id, 'function_id')}").data)
+
+    # --- submitting ----------------------------------------------------------------------------
+    def create_batch(self, task_group_id: str | None = None) -> Batch:
+        """An empty :class:`Batch`; fill it with ``batch.add(...)`` and send it with batch_run."""
+        return Batch(task_group_id)
+
+    def batch_run(self, batch: Batch) -> list[str]:
+        """Submit every task of ``batch`` in one request (split only above the size limits);
+        return their task ids in the order they were added."""
+        if not isinstance(batch, Batch):
+            raise TypeError(
+                f"batch_run needs a Batch from create_batch(), got {type(batch).__name__}"
+            )
+        task_ids: list[str] = []
+        for chunk in self.submit_encoded(batch.fragments, batch.task_group_id):
+            task_ids.extend(chunk)
+        return task_ids
+
+    def run(
+        self,
+        *args: Any,
+        endpoint_id: Any,
+        function_id: Any,
+        walltime: float | None = None,
+        memoize: bool | None = None,
+        **kwargs: Any,
+    ) -> str:
+        """Run ``function_id`` with ``args``/``kwargs`` on ``endpoint_id`` (id or name); returns
+        the task id. ``walltime`` (seconds) and ``memoize`` are task options, not arguments."""
+        fragment = encode_task(
+            endpoint_id, function_id, encode_args(args, kwargs), walltime, memoize
+        )
+        return next(self.submit_encoded([fragment]))[0]
+
+    def submit_encoded(
+        self, fragments: Sequence[str], task_group_id: str | None = None
+    ) -> Iterator[list[str]]:
+        """Send encoded tasks (see :mod:`.batch`); yields the task ids of each request in turn.
+
+        Usually one request. While it is in flight the event stream (if started) keeps the
+        events of tasks nobody waits for yet, so a caller that registers futures for the ids it
+        gets back cannot miss a task that finished before its future existed.
+        """
+        limits = self._limits()
+        for body, count in submit_bodies(
+            fragments,
+            task_group_id,
+            max_tasks=limits.get("max_tasks_per_submit", MAX_TASKS_PER_REQUEST),
+            max_bytes=limits.get("max_request_bytes", MAX_REQUEST_BYTES),
+        ):
+            # The caller registers its futures before the generator resumes, so that stays
+            # inside the window too.
+            with self._expecting():
+                answer = self.post("submit", data=body, encoding="text", headers=_JSON).data
+                task_ids = answer.get("task_ids") if isinstance(answer, dict) else None
+                if not isinstance(task_ids, list) or len(task_ids) != count:
+                    raise FxError(
+                        f"the service answered submit with {answer!r}, not {count} task ids"
+                    )
+                yield task_ids
+
+    def _limits(self) -> dict[str, int]:
+        """Request size limits the service advertises in ``GET version`` (optional)."""
+        limits = self.version().get("limits")
+        if not isinstance(limits, dict):
+            return {}
+        return {k: v for k, v in limits.items() if isinstance(v, int) and v > 0}
+
+    def _expecting(self) -> AbstractContextManager[Any]:
+        events = self._events
+        return events.expecting() if events is not None else nullcontext()
+
+    # --- tasks ---------------------------------------------------------------------------------
+    def get_task_record(self, task_id: str) -> dict[str, Any]:
+        """The service's Task record as sent (payload fields still base64)."""
+        return dict(self.get(f"tasks/{_path_id(task_id, 'task_id')}").data)
+
+    def get_task(self, task_id: str) -> dict[str, Any]:
+        """funcX's task shape: ``{task_id, status, pending, result | exception, completion_t,
+        details: {endpoint_id, task_transitions, retries, stdout, stderr, ...}}``."""
+        return task_document(self.get_task_record(task_id))
+
+    def get_result(self, task_id: str) -> Any:
+        """The value the task returned.
+
+        Raises the remote exception (its own type where it can be rebuilt, the remote traceback
+        in its message) when the task failed, :class:`TaskPending` while it is not done, and
+        :class:`TaskCancelled` when it was cancelled.
+        """
+        return _value_of(self.get_task(task_id))
+
+    def batch_status(self, task_ids: Iterable[str]) -> dict[str, Any]:
+        """Raw ``POST batch_status``: ``{"results": {task_id: Task}, "unknown": [ids]}``."""
+        ids = [_path_id(t, "task_id") for t in task_ids]
+        results: dict[str, Any] = {}
+        unknown: list[str] = []
+        step = self._limits().get("max_ids_per_request", MAX_IDS_PER_STATUS_REQUEST)
+        for start in range(0, len(ids), step):
+            chunk = ids[start : start + step]
+            answer = self.post("batch_status", data={"task_ids": chunk}).data
+            results.update(answer.get("results") or {})
+            unknown.extend(answer.get("unknown") or [])
+        return {"results": results, "unknown": unknown}
+
+    def get_batch_result(self, task_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """``{task_id: {pending, status, result | exception}}`` for many tasks in one request.
+
+        An id the service does not know (or that is not yours) gets ``status: "unknown"`` and
+        an ``exception`` saying so, rather than failing the whole call.
+        """
+        ids = list(task_ids)
+        answer = self.batch_status(ids)
+        out: dict[str, dict[str, Any]] = {}
+        for task_id in ids:
+            record = answer["results"].get(task_id)
+            if record is None:
+                out[task_id] = {
+                    "pending": False,
+                    "status": "unknown",
+                    "exception": FxError(f"the service knows no task {task_id} of yours"),
+                }
+                continue
+            doc = task_document(record)
+            out[task_id] = {
+                k: doc[k] for k in ("pending", "status", "result", "exception") if k in doc
+            }
+        return out
+
+    def cancel(self, task_id: str) -> dict[str, Any]:
+        """Cancel a task: a queued one is dropped, a running one's worker stopped; it ends
+        ``cancelled``. Returns the task as the service has it after the request."""
+        return task_document(dict(self.delete(f"tasks/{_path_id(task_id, 'task_id')}").data))
+
+    def list_tasks(
+        self, limit: int = 50, endpoint_id: str | None = None, status: str | None = None
+    ) -> TaskList:
+        """Your most recent tasks, newest first (without result payloads)."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+            raise ValueError(f"limit must be a positive integer, got {limit!r}")
+        if status is not None and status not in TaskState.ALL:
+            raise ValueError(f"status must be one of {', '.join(TaskState.ALL)}, got {status!r}")
+        params: dict[str, Any] = {"limit": limit}
+        if endpoint_id is not None:
+            params["endpoint_id"] = _path_id(endpoint_id, "endpoint_id")
+        if status is not None:
+            params["status"] = status
+        return TaskList(self.get("tasks", query_params=params).data.get("tasks") or [])
+
+    # --- endpoints -----------------------------------------------------------------------------
+    def get_endpoint_status(self, endpoint_id: str) -> dict[str, Any]:
+        """EndpointStatus: ``{endpoint_id, name, status: online|offline, last_heartbeat,
+        details: {workers, idle_workers, queued, ...}, tasks: {state: count}, ...}``."""
+        return dict(self.get(f"endpoints/{_path_id(endpoint_id, 'endpoint_id')}/status").data)
+
+    def list_endpoints(self) -> EndpointList:
+        """Your endpoints (a table in a notebook: name, id, status, workers, queued)."""
+        return EndpointList(self.get("endpoints").data.get("endpoints") or [])
+
+    def resolve_endpoint(self, name_or_id: str) -> str:
+        """The id of the endpoint with this name (or id); :class:`EndpointNotFound` lists the
+        names that do exist."""
+        key = _path_id(name_or_id, "endpoint name or id")
+        try:
+            return str(self.get(f"endpoints/{key}").data["endpoint_id"])
+        except FxAPIError as e:
+            if e.http_status != 404:
+                raise
+        raise EndpointNotFound(key, self.list_endpoints().names())
+
+
+def _value_of(task: dict[str, Any]) -> Any:
+    """The result of a funcX-shaped task document, or the right exception."""
+    if task["pending"]:
+        raise TaskPending(task["task_id"], task["status"])
+    if task["status"] == TaskState.CANCELLED:
+        raise TaskCancelled(task["task_id"])
+    if "exception" in task:
+        raise task["exception"]
+    if "result" not in task:
+        raise FxError(f"task {task['task_id']} ended {task['status']} but carries no result")
+    return task["result"]

@@ -1,0 +1,183 @@
+"""Per-user push of task and endpoint state changes over WebSockets.
+
+Changes are coalesced per user — a task that went ``waiting-for-launch`` → ``running`` →
+``success`` within one window is sent once, as ``success`` — and flushed as one JSON message per
+user and window: ``{"type": "tasks", "tasks": [...]}`` and ``{"type": "endpoints",
+"endpoints": [...]}``. The window is a throttle, not a delay: an idle hub flushes on the next
+loop turn, a busy one at most once per ``flush_interval`` — except for terminal changes, which
+always go out on the next loop turn (a future is waiting for them). Terminal task events carry the result
+(or exception) payload inline, base64, when it is at most ``inline_limit`` bytes, so a waiting
+future completes without another request.
+
+A subscriber that cannot keep up is closed rather than buffered without bound (DESIGN.md
+invariant 4); clients re-synchronise with ``POST batch_status`` when they reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from typing import Any, Protocol
+
+from fx_endpoint.protocol import TaskState
+
+from .models import b64
+from .store import Change
+
+
+class Subscriber(Protocol):
+    """What the hub needs of a connected client (the events WebSocket handler)."""
+
+    owner: str
+
+    def push(self, text: str) -> None:
+        """Send one message; the subscriber closes itself if it falls too far behind."""
+
+    def shutdown(self) -> None:
+        """Close the connection: the service is stopping."""
+
+
+class EventHub:
+    """Subscribers by owner, and the coalescing buffers of what to tell them."""
+
+    def __init__(self, log: logging.Logger, flush_interval: float, inline_limit: int) -> None:
+        self.log = log
+        self.flush_interval = flush_interval
+        self.inline_limit = inline_limit
+        self._subscribers: dict[str, set[Subscriber]] = {}
+        self._tasks: dict[str, dict[str, dict[str, Any]]] = {}
+        self._endpoints: dict[str, dict[str, dict[str, Any]]] = {}
+        self._handle: asyncio.Handle | asyncio.TimerHandle | None = None
+        self._last_flush = 0.0
+        self.messages_sent = 0
+        self.events_sent = 0
+
+    # -- subscribers --------------------------------------------------------------------------
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        """Start sending ``subscriber.owner``'s events to ``subscriber``."""
+        self._subscribers.setdefault(subscriber.owner, set()).add(subscriber)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        """Stop sending to ``subscriber`` (idempotent)."""
+        subs = self._subscribers.get(subscriber.owner)
+        if subs is not None:
+            subs.discard(subscriber)
+            if not subs:
+                del self._subscribers[subscriber.owner]
+                self._tasks.pop(subscriber.owner, None)
+                self._endpoints.pop(subscriber.owner, None)
+
+    def wants(self, owner: str) -> bool:
+        """Whether anyone listens to ``owner``: callers skip building events otherwise."""
+        return owner in self._subscribers
+
+    @property
+    def subscriber_count(self) -> int:
+        """Connected subscribers, all users together."""
+        return sum(len(s) for s in self._subscribers.values())
+
+    def close(self) -> None:
+        """Close every subscriber (service shutdown)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        for subs in list(self._subscribers.values()):
+            for sub in list(subs):
+                sub.shutdown()
+        self._subscribers.clear()
+
+    # -- publishing ---------------------------------------------------------------------------
+
+    def task_changes(self, changes: list[Change]) -> None:
+        """Queue state changes without payloads (submitted, acknowledged, running, requeued)."""
+        for change in changes:
+            if change.owner in self._subscribers:
+                self._queue_task(change.owner, _event(change))
+
+    def task_result(
+        self,
+        change: Change,
+        data: Any,
+        exception_text: str | None,
+        stdout: str | None,
+        stderr: str | None,
+    ) -> None:
+        """Queue a terminal change, with its payload inline when small enough."""
+        if change.owner not in self._subscribers:
+            return
+        event = _event(change)
+        if data is not None and 0 < memoryview(data).nbytes <= self.inline_limit:
+            key = "result" if change.status == TaskState.SUCCESS else "exception"
+            event[key] = b64(data)
+        if exception_text:
+            event["exception_text"] = exception_text
+        if stdout:
+            event["stdout"] = stdout
+        if stderr:
+            event["stderr"] = stderr
+        self._queue_task(change.owner, event)
+
+    def endpoint_changes(self, owner: str, statuses: list[dict[str, Any]]) -> None:
+        """Queue EndpointStatus documents for ``owner``."""
+        if owner not in self._subscribers:
+            return
+        pending = self._endpoints.setdefault(owner, {})
+        for status in statuses:
+            pending[status["endpoint_id"]] = status
+        self._schedule()
+
+    def _queue_task(self, owner: str, event: dict[str, Any]) -> None:
+        self._tasks.setdefault(owner, {})[event["task_id"]] = event
+        self._schedule(urgent=event["status"] in TaskState.TERMINAL)
+
+    # -- flushing -----------------------------------------------------------------------------
+
+    def _schedule(self, urgent: bool = False) -> None:
+        """Flush on the next loop turn, or at the end of the throttle window.
+
+        A terminal event is what a waiting future needs, so it never waits for the window: the
+        flush is moved to the next loop turn. Results arrive in committed batches, so this still
+        sends one message per batch, not per task.
+        """
+        loop = asyncio.get_running_loop()
+        if self._handle is not None:
+            if not (urgent and isinstance(self._handle, asyncio.TimerHandle)):
+                return
+            self._handle.cancel()
+        delay = self._last_flush + self.flush_interval - time.monotonic()
+        if urgent or delay <= 0:
+            self._handle = loop.call_soon(self._flush)
+        else:
+            self._handle = loop.call_later(delay, self._flush)
+
+    def _flush(self) -> None:
+        self._handle = None
+        self._last_flush = time.monotonic()
+        tasks, self._tasks = self._tasks, {}
+        endpoints, self._endpoints = self._endpoints, {}
+        for owner, events in tasks.items():
+            self._send(owner, {"type": "tasks", "tasks": list(events.values())}, len(events))
+        for owner, statuses in endpoints.items():
+            self._send(owner, {"type": "endpoints", "endpoints": list(statuses.values())}, 0)
+
+    def _send(self, owner: str, message: dict[str, Any], n_events: int) -> None:
+        subs = self._subscribers.get(owner)
+        if not subs:
+            return
+        text = json.dumps(message, separators=(",", ":"))
+        for sub in list(subs):
+            sub.push(text)
+            self.messages_sent += 1
+        self.events_sent += n_events
+
+
+def _event(change: Change) -> dict[str, Any]:
+    return {
+        "task_id": change.task_id,
+        "status": change.status,
+        "ts": change.ts,
+        "endpoint_id": change.endpoint_id,
+    }

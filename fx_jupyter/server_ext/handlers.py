@@ -1,0 +1,448 @@
+"""REST and WebSocket handlers under ``{base_url}fx/api/v2/`` (docs/architecture.md).
+
+Authentication is the Jupyter server's own (token, cookie, or JupyterHub's identity provider)
+and every method is authorized on the resource ``fx`` with the server's authorizer. Every
+answer — including every failure — is JSON; errors are ``{"error": code, "message": text}``.
+Each lookup is filtered on the requesting user, so another user's id answers exactly like an
+unknown one (404).
+"""
+
+from __future__ import annotations
+
+import json
+from http.client import responses
+from typing import TYPE_CHECKING, Any, cast
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import authorized, ws_authenticated
+from jupyter_server.base.handlers import APIHandler, JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from tornado import web, websocket
+
+from fx_endpoint.protocol import TaskState
+from fx_endpoint.version import PROTOCOL_VERSION, __version__
+
+from . import validation as v
+from .models import deleted_endpoint
+from .openapi import openapi_document
+from .store import EndpointRecord, StoreConflict, new_id
+from .tasks import not_found
+
+if TYPE_CHECKING:
+    from .app import FxService
+
+AUTH_RESOURCE = "fx"
+API_PREFIX = "fx/api/v2"
+#: ``GET tasks`` answers at most this many tasks.
+MAX_LIST = 1000
+#: A WebSocket client this far behind (bytes queued) is disconnected; it re-syncs on reconnect.
+MAX_WS_BACKLOG = 64 * 1024 * 1024
+
+_ERROR_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+}
+
+
+def check_versions(headers: Any) -> None:
+    """Refuse an SDK that announces another wire protocol, naming both versions."""
+    protocol = headers.get("X-FX-Protocol")
+    if protocol is None or protocol.strip() == str(PROTOCOL_VERSION):
+        return
+    sdk = headers.get("X-FX-SDK-Version", "of unknown version")
+    raise v.ApiError(
+        400,
+        "version_mismatch",
+        f"fx SDK {sdk} (protocol {protocol}) is not compatible with the fx service {__version__} "
+        f"(protocol {PROTOCOL_VERSION}); install the same fx-jupyter version in the kernel's "
+        "environment and in the Jupyter server's",
+    )
+
+
+class FxHandler(ExtensionHandlerMixin, APIHandler):
+    """Base of the fx REST handlers: JSON in and out, versions and size checked."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @property
+    def service(self) -> FxService:
+        """The fx ExtensionApp that owns the store, the broker and the event hub."""
+        return cast("FxService", self.extensionapp)
+
+    @property
+    def owner(self) -> str:
+        """Whose records this request may see."""
+        return self.service.owner_of(self.current_user)
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare()
+        check_versions(self.request.headers)
+        limit = self.service.max_request_size
+        size = len(self.request.body or b"")
+        if size > limit:
+            raise v.ApiError(
+                413,
+                "too_large",
+                f"the request body is {size} bytes, larger than the fx service's limit of "
+                f"{limit} bytes (FxService.max_request_size); split it into smaller requests",
+            )
+        await self.service.ready()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """Every error as ``{"error", "message"}``."""
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, v.ApiError):
+            error, message = exc.error, exc.message
+        elif isinstance(exc, web.HTTPError):
+            error = _ERROR_CODES.get(status_code, "error")
+            message = exc.get_message() or responses.get(status_code, "error")
+            if status_code == 403 and not self.current_user:
+                message = (
+                    "not authenticated: send the Jupyter server's token "
+                    "(header `Authorization: token <token>`) or log in"
+                )
+        else:
+            error = "internal_error"
+            message = "internal error in the fx service; the Jupyter server log has the details"
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"error": error, "message": message}))
+
+    def json_body(self) -> dict[str, Any]:
+        """The request body as a JSON object (400 otherwise)."""
+        return v.parse_json_object(self.request.body)
+
+    def answer(self, document: Any, status: int = 200) -> None:
+        """Finish with a JSON document."""
+        self.set_status(status)
+        self.finish(json.dumps(document, separators=(",", ":")))
+
+
+class VersionHandler(FxHandler):
+    """``GET version``."""
+
+    @authorized
+    async def get(self) -> None:
+        self.answer(
+            {
+                "api": "v2",
+                "fx_version": __version__,
+                "protocol": PROTOCOL_VERSION,
+                "min_sdk_version": __version__,
+            }
+        )
+
+
+class FunctionsHandler(FxHandler):
+    """``POST functions``: register a function."""
+
+    @authorized
+    async def post(self) -> None:
+        body = self.json_body()
+        v.check_keys(
+            body,
+            {"function_name", "function_code", "source", "python_version", "description", "public"},
+        )
+        name = v.text(body, "function_name")
+        code = v.payload(body, "function_code")
+        source = v.text(body, "source", required=False, max_len=v.MAX_TEXT)
+        python = v.text(body, "python_version", required=False, max_len=64)
+        description = v.text(body, "description", required=False, max_len=v.MAX_TEXT) or ""
+        public = v.flag(body, "public")
+        assert name is not None
+        function_id = await self.service.functions.register(
+            self.owner, name, code, source, python, description, public
+        )
+        self.answer({"function_id": function_id})
+
+
+class FunctionHandler(FxHandler):
+    """``GET functions/{id}``."""
+
+    @authorized
+    async def get(self, function_id: str) -> None:
+        record = await self.service.functions.get(self.owner, function_id)
+        if record is None:
+            raise not_found("function", function_id)
+        self.answer(
+            {
+                "function_id": record.function_id,
+                "function_name": record.name,
+                "description": record.description,
+                "public": record.public,
+                "python_version": record.python_version,
+                "source": record.source,
+                "created": record.created,
+                "owned": record.owner == self.owner,
+            }
+        )
+
+
+class EndpointsHandler(FxHandler):
+    """``GET endpoints`` (list) and ``POST endpoints`` (register)."""
+
+    @authorized
+    async def get(self) -> None:
+        records = self.service.registry.owned(self.owner)
+        self.answer({"endpoints": await self.service.dispatcher.statuses(records)})
+
+    @authorized
+    async def post(self) -> None:
+        body = self.json_body()
+        v.check_keys(body, {"name", "public_key", "display_name"})
+        name = v.endpoint_name(body, "name")
+        key = v.public_key(body, "public_key")
+        display = v.text(body, "display_name", required=False)
+        service = self.service
+        try:
+            record, replaced = await service.registry.register(self.owner, name, key, display)
+        except StoreConflict as e:
+            raise v.ApiError(409, "conflict", f"public_key: {e}") from None
+        if replaced is not None:
+            service.dispatcher.endpoint_gone(
+                record.endpoint_id,
+                "the endpoint was registered again with a new key; restart it",
+                requeue=True,
+            )
+        self.answer(
+            {
+                "endpoint_id": record.endpoint_id,
+                "name": record.name,
+                "broker": {"url": service.broker.url, "server_key": service.broker.public_key},
+            }
+        )
+
+
+class EndpointStatusHandler(FxHandler):
+    """``GET endpoints/{id}/status`` (by id or name)."""
+
+    def _record(self, ref: str) -> EndpointRecord:
+        record = self.service.registry.resolve(self.owner, ref)
+        if record is None:
+            raise not_found("endpoint", ref)
+        return record
+
+    @authorized
+    async def get(self, ref: str) -> None:
+        record = self._record(ref)
+        self.answer((await self.service.dispatcher.statuses([record]))[0])
+
+
+class EndpointHandler(EndpointStatusHandler):
+    """``GET endpoints/{id}`` and ``DELETE endpoints/{id}``."""
+
+    @authorized
+    async def delete(self, ref: str) -> None:
+        service = self.service
+        record = self._record(ref)
+        cancelled = await service.registry.delete(record)
+        service.dispatcher.endpoint_gone(
+            record.endpoint_id, "the endpoint was deleted", requeue=False
+        )
+        for change in cancelled:
+            service.events.task_result(
+                change,
+                None,
+                f"task {change.task_id} was cancelled: its endpoint was deleted",
+                None,
+                None,
+            )
+        service.events.endpoint_changes(
+            record.owner, [deleted_endpoint(record.endpoint_id, record.name)]
+        )
+        self.answer(
+            {"endpoint_id": record.endpoint_id, "deleted": True, "cancelled_tasks": len(cancelled)}
+        )
+
+
+class SubmitHandler(FxHandler):
+    """``POST submit``: a batch of tasks, all stored before the ids are answered."""
+
+    @authorized
+    async def post(self) -> None:
+        items, group = v.submission(self.json_body(), self.service.max_tasks_per_request)
+        task_ids = await self.service.tasks.submit(self.owner, items)
+        self.answer({"task_group_id": group or new_id(), "task_ids": task_ids})
+
+
+class TaskHandler(FxHandler):
+    """``GET tasks/{id}`` and ``DELETE tasks/{id}`` (cancel)."""
+
+    @authorized
+    async def get(self, task_id: str) -> None:
+        self.answer(await self.service.tasks.get(self.owner, task_id))
+
+    @authorized
+    async def delete(self, task_id: str) -> None:
+        self.answer(await self.service.tasks.cancel(self.owner, task_id))
+
+
+class TasksHandler(FxHandler):
+    """``GET tasks?limit=&endpoint_id=&status=``: recent tasks, newest first."""
+
+    @authorized
+    async def get(self) -> None:
+        raw_limit = self.get_query_argument("limit", "100")
+        try:
+            limit = int(raw_limit)
+        except ValueError:
+            limit = 0
+        if not 1 <= limit <= MAX_LIST:
+            raise v.bad_request(
+                f"limit: expected an integer from 1 to {MAX_LIST}, got {raw_limit!r}"
+            )
+        status = self.get_query_argument("status", None)
+        if status is not None and status not in TaskState.ALL:
+            raise v.bad_request(f"status: {status!r} is not one of {', '.join(TaskState.ALL)}")
+        endpoint = self.get_query_argument("endpoint_id", None) or None
+        tasks = await self.service.tasks.recent(self.owner, limit, endpoint, status)
+        self.answer({"tasks": tasks})
+
+
+class BatchStatusHandler(FxHandler):
+    """``POST batch_status``: many tasks in one request."""
+
+    @authorized
+    async def post(self) -> None:
+        body = self.json_body()
+        v.check_keys(body, {"task_ids"})
+        ids = v.id_list(body, "task_ids", self.service.max_tasks_per_request)
+        self.answer(await self.service.tasks.batch_status(self.owner, ids))
+
+
+class StatsHandler(FxHandler):
+    """``GET stats``: the service's counters (the task counts are the caller's own)."""
+
+    @authorized
+    async def get(self) -> None:
+        self.answer(await self.service.stats(self.owner))
+
+
+class OpenAPIHandler(FxHandler):
+    """``GET openapi.json``."""
+
+    @authorized
+    async def get(self) -> None:
+        self.answer(openapi_document(self.service.base_path))
+
+
+class NotFoundHandler(FxHandler):
+    """Any other path under the API: a JSON 404 that lists the routes."""
+
+    def _unknown(self, path: str) -> None:
+        raise v.ApiError(
+            404,
+            "not_found",
+            f"no fx API route {self.request.method} {path!r}; see GET {self.service.base_path}openapi.json",
+        )
+
+    @authorized
+    async def get(self, path: str) -> None:
+        self._unknown(path)
+
+    @authorized
+    async def post(self, path: str) -> None:
+        self._unknown(path)
+
+    @authorized
+    async def delete(self, path: str) -> None:
+        self._unknown(path)
+
+    @authorized
+    async def put(self, path: str) -> None:
+        self._unknown(path)
+
+    @authorized
+    async def patch(self, path: str) -> None:
+        self._unknown(path)
+
+
+class EventsHandler(
+    WebSocketMixin, ExtensionHandlerMixin, websocket.WebSocketHandler, JupyterHandler
+):
+    """``WS events``: the authenticated user's task and endpoint events."""
+
+    auth_resource = AUTH_RESOURCE
+    owner = ""
+
+    @property
+    def service(self) -> FxService:
+        return cast("FxService", self.extensionapp)
+
+    @ws_authenticated
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        """Authorize, check versions, then upgrade to a WebSocket."""
+        user = self.current_user
+        if not await ensure_async(
+            self.authorizer.is_authorized(self, user, "execute", AUTH_RESOURCE)
+        ):
+            raise web.HTTPError(403, f"not authorized to execute on resource {AUTH_RESOURCE}")
+        try:
+            check_versions(self.request.headers)
+        except v.ApiError as e:
+            raise web.HTTPError(400, e.message) from None
+        await self.service.ready()
+        self.owner = self.service.owner_of(user)
+        self._backlog = 0
+        await super().get(*args, **kwargs)
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        super().open(*args, **kwargs)
+        self.service.events.subscribe(self)
+
+    def on_message(self, message: str | bytes) -> None:
+        """The stream is one-way; client messages are ignored."""
+
+    def on_close(self) -> None:
+        self.service.events.unsubscribe(self)
+
+    def push(self, text: str) -> None:
+        """Send an event message, or disconnect a client that stopped reading."""
+        if self._backlog > MAX_WS_BACKLOG:
+            self.log.warning("fx events: client of %s too slow; disconnecting it", self.owner)
+            self.service.events.unsubscribe(self)
+            self.close(1013, "too far behind; reconnect and call batch_status")
+            return
+        try:
+            future = self.write_message(text)
+        except websocket.WebSocketClosedError:
+            self.service.events.unsubscribe(self)
+            return
+        size = len(text)
+        self._backlog += size
+
+        def written(f: Any) -> None:
+            self._backlog -= size
+            if not f.cancelled():
+                f.exception()  # a closed socket: on_close unsubscribes
+
+        future.add_done_callback(written)
+
+    def shutdown(self) -> None:
+        """The service is stopping."""
+        self.close(1001, "the fx service is stopping")
+
+
+def default_handlers() -> list[tuple[str, type[web.RequestHandler]]]:
+    """The fx routes, relative to the server's base URL."""
+    ident = r"([^/]+)"
+    return [
+        (rf"/{API_PREFIX}/version", VersionHandler),
+        (rf"/{API_PREFIX}/functions", FunctionsHandler),
+        (rf"/{API_PREFIX}/functions/{ident}", FunctionHandler),
+        (rf"/{API_PREFIX}/endpoints", EndpointsHandler),
+        (rf"/{API_PREFIX}/endpoints/{ident}", EndpointHandler),
+        (rf"/{API_PREFIX}/endpoints/{ident}/status", EndpointStatusHandler),
+        (rf"/{API_PREFIX}/submit", SubmitHandler),
+        (rf"/{API_PREFIX}/tasks", TasksHandler),
+        (rf"/{API_PREFIX}/tasks/{ident}", TaskHandler),
+        (rf"/{API_PREFIX}/batch_status", BatchStatusHandler),
+        (rf"/{API_PREFIX}/stats", StatsHandler),
+        (rf"/{API_PREFIX}/openapi.json", OpenAPIHandler),
+        (rf"/{API_PREFIX}/events", EventsHandler),
+        (rf"/{API_PREFIX}/(.*)", NotFoundHandler),
+    ]

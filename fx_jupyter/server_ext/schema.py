@@ -1,0 +1,180 @@
+"""Tables of the task store and the engines that open it.
+
+SQLAlchemy Core with portable types only, so the same schema runs on SQLite (the embedded
+default) and PostgreSQL (``FX_DB_URL=postgresql+psycopg://...``). Timestamps are Unix seconds in
+double-precision columns; payloads are opaque blobs (DESIGN.md invariant 1).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect, Engine
+
+metadata = sa.MetaData()
+
+
+class JSONText(sa.TypeDecorator[Any]):
+    """JSON kept as text: the same on every backend, and cheap to write in bulk — a batch of
+    new tasks shares one serialized ``transitions`` value (see :func:`bulk_insert`)."""
+
+    impl = sa.Text
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else json.dumps(value, separators=(",", ":"))
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return None if value is None else json.loads(value)
+
+
+functions = sa.Table(
+    "functions",
+    metadata,
+    sa.Column("function_id", sa.String(36), primary_key=True),
+    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("description", sa.Text, nullable=False),
+    sa.Column("public", sa.Boolean, nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("source", sa.Text),
+    sa.Column("python_version", sa.String(64)),
+    sa.Column("code_hash", sa.String(64), nullable=False),
+    sa.Column("created", sa.Double, nullable=False),
+    sa.UniqueConstraint("owner", "code_hash", name="uq_functions_owner_code"),
+)
+
+endpoints = sa.Table(
+    "endpoints",
+    metadata,
+    sa.Column("endpoint_id", sa.String(36), primary_key=True),
+    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("name", sa.String(255), nullable=False),
+    sa.Column("public_key", sa.String(40), nullable=False, unique=True),
+    sa.Column("created", sa.Double, nullable=False),
+    sa.Column("last_heartbeat", sa.Double),
+    # {"display_name", "hello": {...last hello...}, "status": {...last heartbeat...}}
+    sa.Column("info", JSONText, nullable=False),
+    sa.UniqueConstraint("owner", "name", name="uq_endpoints_owner_name"),
+)
+
+tasks = sa.Table(
+    "tasks",
+    metadata,
+    sa.Column("task_id", sa.String(36), primary_key=True),
+    # Submission order, assigned by the single writer: "oldest first" without clock ties.
+    sa.Column("seq", sa.BigInteger, nullable=False, unique=True),
+    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("endpoint_id", sa.String(36), nullable=False),
+    sa.Column("function_id", sa.String(36), nullable=False),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("payload", sa.LargeBinary, nullable=False),
+    sa.Column("created", sa.Double, nullable=False),
+    # {state: unix time the task entered it}
+    sa.Column("transitions", JSONText, nullable=False),
+    sa.Column("retries", sa.Integer, nullable=False),
+    sa.Column("walltime", sa.Double),
+    sa.Column("completion_t", sa.Double),
+    # sha256(function_id, payload) of tasks submitted with memoize=true, else NULL
+    sa.Column("memo_key", sa.String(64)),
+)
+# Every index costs each of the 20,000 inserts of a big batch: only what the hot path needs.
+# Listings walk the unique seq index backwards; memo lookups only see memoized tasks.
+sa.Index("ix_tasks_endpoint_status_seq", tasks.c.endpoint_id, tasks.c.status, tasks.c.seq)
+sa.Index(
+    "ix_tasks_owner_memo",
+    tasks.c.owner,
+    tasks.c.memo_key,
+    sqlite_where=tasks.c.memo_key.isnot(None),
+    postgresql_where=tasks.c.memo_key.isnot(None),
+)
+
+results = sa.Table(
+    "results",
+    metadata,
+    sa.Column("task_id", sa.String(36), primary_key=True),
+    sa.Column("status", sa.String(32), nullable=False),
+    sa.Column("data", sa.LargeBinary),
+    sa.Column("exception_text", sa.Text),
+    sa.Column("stdout", sa.Text),
+    sa.Column("stderr", sa.Text),
+    sa.Column("created", sa.Double, nullable=False),
+)
+
+service_state = sa.Table(
+    "service_state",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+def bulk_insert(
+    conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
+) -> None:
+    """INSERT ``rows`` (tuples in ``columns`` order) with one DBAPI ``executemany``.
+
+    The statement is SQLAlchemy's, compiled for the connection's dialect; only the per-row
+    parameter processing of ``Connection.execute`` is skipped, which is most of its cost for
+    the 20,000 rows of a big batch. Values must therefore be in DBAPI form already: str, int,
+    float, None, bytes or a buffer, JSON as its text.
+    """
+    sql, order = _insert_statement(conn.dialect, table, columns)
+    if order is None:
+        params: list[Any] = [dict(zip(columns, row)) for row in rows]
+    elif order == columns:
+        params = rows
+    else:
+        index = [columns.index(name) for name in order]
+        params = [tuple(row[i] for i in index) for row in rows]
+    conn.exec_driver_sql(sql, params)
+
+
+@functools.lru_cache(maxsize=32)
+def _insert_statement(
+    dialect: Dialect, table: sa.Table, columns: tuple[str, ...]
+) -> tuple[str, tuple[str, ...] | None]:
+    compiled = table.insert().values({c: sa.bindparam(c) for c in columns}).compile(dialect=dialect)
+    order = tuple(compiled.positiontup or ()) if dialect.positional else None
+    return str(compiled), order
+
+
+def is_sqlite(url: str | sa.URL) -> bool:
+    """Whether ``url`` names an SQLite database."""
+    return sa.make_url(url).get_backend_name() == "sqlite"
+
+
+def create_engine(url: str, *, writer: bool, pool_size: int = 1) -> Engine:
+    """An engine for the store.
+
+    The writer and the readers get separate engines: on SQLite the writer's transactions start
+    with ``BEGIN IMMEDIATE`` (it takes the write lock up front instead of failing to upgrade a read
+    lock), readers' with a plain ``BEGIN``. SQLite connections are put in WAL mode with
+    ``synchronous=NORMAL`` — a commit appends to the log without an fsync, and the database stays
+    consistent across crashes of the process — and SQLAlchemy, not the sqlite3 driver, emits
+    BEGIN so savepoints work inside the writer's group transactions.
+    """
+    kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 0, "pool_pre_ping": False}
+    if not is_sqlite(url):
+        return sa.create_engine(url, **kwargs)
+    kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+    engine = sa.create_engine(url, **kwargs)
+    begin = "BEGIN IMMEDIATE" if writer else "BEGIN"
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(connection: sa.Connection) -> None:
+        connection.exec_driver_sql(begin)
+
+    return engine

@@ -1,0 +1,823 @@
+"""The task store: functions, endpoints, tasks, results and service state.
+
+Writes go through the :class:`~.writer.GroupCommitWriter` (one thread, group commit): a write
+method queues its operation at once and returns a future, so operations apply in the order they
+were called, and callers that need not wait (heartbeats) need not. Reads are coroutines run in a
+small thread pool. The event loop never touches the database itself (DESIGN.md invariant 4). Operations take and return batches —
+``executemany`` for inserts and updates, chunked ``IN`` lists for lookups — so a 20,000-task
+submission or a results message costs a handful of statements, not one per task (invariant 3).
+
+Payload columns hold opaque bytes; the store never interprets them (invariant 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+
+from fx_endpoint.protocol import TaskState
+
+from .schema import (
+    bulk_insert,
+    create_engine,
+    endpoints,
+    functions,
+    is_sqlite,
+    metadata,
+    results,
+    service_state,
+    tasks,
+)
+from .writer import GroupCommitWriter
+
+T = TypeVar("T")
+
+_TASK_COLUMNS = (
+    "task_id",
+    "seq",
+    "owner",
+    "endpoint_id",
+    "function_id",
+    "status",
+    "payload",
+    "created",
+    "transitions",
+    "retries",
+    "walltime",
+    "completion_t",
+    "memo_key",
+)
+_RESULT_COLUMNS = ("task_id", "status", "data", "exception_text", "stdout", "stderr", "created")
+#: Bound parameters per IN list: far below SQLite's 32,766 and PostgreSQL's 65,535.
+_CHUNK = 500
+NON_TERMINAL = tuple(s for s in TaskState.ALL if s not in TaskState.TERMINAL)
+
+
+class StoreConflict(Exception):
+    """A write that would break a uniqueness rule; the message says which."""
+
+
+@dataclass
+class EndpointRecord:
+    """A registered endpoint as stored."""
+
+    endpoint_id: str
+    owner: str
+    name: str
+    public_key: str
+    created: float
+    last_heartbeat: float | None
+    info: dict[str, Any]
+
+
+@dataclass
+class FunctionRecord:
+    """A registered function; ``payload`` is None when it was not asked for."""
+
+    function_id: str
+    owner: str
+    name: str
+    description: str
+    public: bool
+    source: str | None
+    python_version: str | None
+    created: float
+    payload: bytes | None = None
+
+
+@dataclass
+class NewTask:
+    """A validated task of a submission, before it is stored."""
+
+    task_id: str
+    endpoint_id: str
+    function_id: str
+    payload: bytes
+    walltime: float | None
+    memoize: bool
+
+
+@dataclass
+class ResultIn:
+    """A result reported by an endpoint; ``data`` may be a zero-copy buffer of a ZeroMQ frame."""
+
+    task_id: str
+    status: str
+    data: Any
+    exception_text: str | None
+    stdout: str | None
+    stderr: str | None
+    ts: float
+    retries: int | None
+    #: When the task entered states at the endpoint (``waiting-for-launch``, ``running``), for
+    #: tasks whose result overtook their status reports.
+    transitions: dict[str, float]
+
+
+@dataclass
+class Change:
+    """A task state change the store applied, for events and acknowledgements."""
+
+    task_id: str
+    owner: str
+    endpoint_id: str
+    status: str
+    ts: float
+
+
+@dataclass
+class Reports:
+    """What :meth:`TaskStore.record_reports` did with an endpoint's reports."""
+
+    changes: list[Change]
+    recorded: list[Change]
+    duplicates: list[str]
+    unknown: list[str]
+
+
+def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+def new_id() -> str:
+    """A random UUID string, the id format of funcX."""
+    return str(uuid.UUID(bytes=os.urandom(16), version=4))
+
+
+class TaskStore:
+    """All persistent state of the service, behind batch-oriented async methods."""
+
+    def __init__(self, url: str, log: logging.Logger, read_threads: int = 4) -> None:
+        self.url = url
+        self.log = log
+        self.backend = sa.make_url(url).get_backend_name()
+        self._write_engine = create_engine(url, writer=True)
+        self._read_engine = create_engine(url, writer=False, pool_size=read_threads)
+        self._reads = ThreadPoolExecutor(read_threads, thread_name_prefix="fx-store-read")
+        self.writer = GroupCommitWriter(self._write_engine, log, after_commit=self._on_commit)
+        self._next_seq = 1  # owned by the writer thread
+        #: Highest task ``seq`` whose transaction has committed: every task at or below it is
+        #: visible to a read that starts now. The dispatcher uses it to split store backlog from
+        #: tasks it is handed in memory.
+        self.committed_seq = 0
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Create missing tables, find the last task sequence number, start the writer."""
+        if is_sqlite(self.url):
+            path = sa.make_url(self.url).database
+            if path:
+                os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        last = await self._run_read(self._open_sync)
+        self._next_seq = last + 1
+        self.committed_seq = last
+        self.writer.start()
+
+    def _open_sync(self) -> int:
+        metadata.create_all(self._write_engine)
+        with self._read_engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.max(tasks.c.seq))).scalar() or 0)
+
+    async def close(self) -> None:
+        """Apply pending writes, then release threads and connections."""
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self.writer.stop)
+        self._reads.shutdown(wait=True)
+        self._write_engine.dispose()
+        self._read_engine.dispose()
+
+    def _on_commit(self) -> None:
+        self.committed_seq = self._next_seq - 1
+
+    # -- plumbing -----------------------------------------------------------------------------
+
+    def write(self, op: Callable[[sa.Connection], T]) -> asyncio.Future[T]:
+        """Queue a write operation for the next group transaction."""
+        return self.writer.submit(op)
+
+    async def _run_read(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._reads, fn, *args)
+
+    async def read(self, fn: Callable[[sa.Connection], T]) -> T:
+        """Run ``fn(connection)`` in the read pool."""
+
+        def run() -> T:
+            with self._read_engine.connect() as conn:
+                return fn(conn)
+
+        return await self._run_read(run)
+
+    # -- service state ------------------------------------------------------------------------
+
+    async def get_state(self) -> dict[str, str]:
+        """All ``service_state`` entries (broker port, Curve keys)."""
+
+        def q(conn: sa.Connection) -> dict[str, str]:
+            return {
+                k: v for k, v in conn.execute(sa.select(service_state.c.key, service_state.c.value))
+            }
+
+        return await self.read(q)
+
+    def set_state(self, values: dict[str, str]) -> asyncio.Future[None]:
+        """Insert or replace ``service_state`` entries."""
+
+        def op(conn: sa.Connection) -> None:
+            keys = list(values)
+            conn.execute(service_state.delete().where(service_state.c.key.in_(keys)))
+            conn.execute(service_state.insert(), [{"key": k, "value": values[k]} for k in keys])
+
+        return self.write(op)
+
+    # -- functions ----------------------------------------------------------------------------
+
+    def register_function(
+        self,
+        owner: str,
+        name: str,
+        payload: bytes,
+        source: str | None,
+        python_version: str | None,
+        description: str,
+        public: bool,
+    ) -> asyncio.Future[str]:
+        """Store a function; the same owner and payload bytes give the same id.
+
+        Registering known code again keeps its id and takes the new name, description, source
+        and ``public`` flag (the code is the identity; the rest is metadata).
+        """
+
+        def op(conn: sa.Connection) -> str:
+            code_hash = hashlib.sha256(payload).hexdigest()
+            meta = {
+                "name": name,
+                "description": description,
+                "public": public,
+                "source": source,
+                "python_version": python_version,
+            }
+            existing = conn.execute(
+                sa.select(functions.c.function_id).where(
+                    functions.c.owner == owner, functions.c.code_hash == code_hash
+                )
+            ).scalar()
+            if existing is not None:
+                conn.execute(
+                    functions.update().where(functions.c.function_id == existing).values(**meta)
+                )
+                return str(existing)
+            function_id = new_id()
+            conn.execute(
+                functions.insert().values(
+                    function_id=function_id,
+                    owner=owner,
+                    payload=payload,
+                    code_hash=code_hash,
+                    created=_now(),
+                    **meta,
+                )
+            )
+            return function_id
+
+        return self.write(op)
+
+    async def get_functions(
+        self, function_ids: Iterable[str], with_payload: bool = False
+    ) -> dict[str, FunctionRecord]:
+        """Functions by id (any owner: callers check visibility)."""
+        ids = list(dict.fromkeys(function_ids))
+        cols = [
+            functions.c.function_id,
+            functions.c.owner,
+            functions.c.name,
+            functions.c.description,
+            functions.c.public,
+            functions.c.source,
+            functions.c.python_version,
+            functions.c.created,
+        ]
+        if with_payload:
+            cols.append(functions.c.payload)
+
+        def q(conn: sa.Connection) -> dict[str, FunctionRecord]:
+            found: dict[str, FunctionRecord] = {}
+            for chunk in _chunks(ids):
+                for row in conn.execute(sa.select(*cols).where(functions.c.function_id.in_(chunk))):
+                    found[row.function_id] = FunctionRecord(*row)
+            return found
+
+        return await self.read(q) if ids else {}
+
+    # -- endpoints ----------------------------------------------------------------------------
+
+    async def load_endpoints(self) -> list[EndpointRecord]:
+        """Every registered endpoint (the broker's allowed keys are built from these)."""
+
+        def q(conn: sa.Connection) -> list[EndpointRecord]:
+            cols = [
+                endpoints.c.endpoint_id,
+                endpoints.c.owner,
+                endpoints.c.name,
+                endpoints.c.public_key,
+                endpoints.c.created,
+                endpoints.c.last_heartbeat,
+                endpoints.c.info,
+            ]
+            return [EndpointRecord(*row) for row in conn.execute(sa.select(*cols))]
+
+        return await self.read(q)
+
+    def register_endpoint(
+        self, owner: str, name: str, public_key: str, display_name: str | None
+    ) -> asyncio.Future[tuple[EndpointRecord, str | None]]:
+        """Create the endpoint, or replace the key of the owner's endpoint of that name.
+
+        Returns the record and the replaced public key (None when new or unchanged). Raises
+        :class:`StoreConflict` when the key belongs to another endpoint.
+        """
+
+        def op(conn: sa.Connection) -> tuple[EndpointRecord, str | None]:
+            holder = conn.execute(
+                sa.select(endpoints.c.owner, endpoints.c.name).where(
+                    endpoints.c.public_key == public_key
+                )
+            ).first()
+            if holder is not None and (holder.owner, holder.name) != (owner, name):
+                raise StoreConflict(
+                    "this public key is already registered for another endpoint; run "
+                    "`fx-endpoint configure` to make a new keypair for this one"
+                )
+            row = conn.execute(
+                sa.select(endpoints).where(endpoints.c.owner == owner, endpoints.c.name == name)
+            ).first()
+            if row is None:
+                record = EndpointRecord(
+                    new_id(), owner, name, public_key, _now(), None, {"display_name": display_name}
+                )
+                conn.execute(endpoints.insert().values(**record.__dict__))
+                return record, None
+            info = dict(row.info or {})
+            if display_name is not None:
+                info["display_name"] = display_name
+            conn.execute(
+                endpoints.update()
+                .where(endpoints.c.endpoint_id == row.endpoint_id)
+                .values(public_key=public_key, info=info)
+            )
+            record = EndpointRecord(
+                row.endpoint_id, owner, name, public_key, row.created, row.last_heartbeat, info
+            )
+            return record, (row.public_key if row.public_key != public_key else None)
+
+        return self.write(op)
+
+    def delete_endpoint(self, endpoint_id: str) -> asyncio.Future[list[Change]]:
+        """Remove an endpoint; its unfinished tasks end ``cancelled``."""
+
+        def op(conn: sa.Connection) -> list[Change]:
+            conn.execute(endpoints.delete().where(endpoints.c.endpoint_id == endpoint_id))
+            rows = conn.execute(
+                sa.select(tasks.c.task_id, tasks.c.owner, tasks.c.transitions).where(
+                    tasks.c.endpoint_id == endpoint_id, tasks.c.status.in_(NON_TERMINAL)
+                )
+            ).all()
+            return _cancel_rows(conn, rows, endpoint_id, "its endpoint was deleted")
+
+        return self.write(op)
+
+    def endpoint_seen(
+        self, endpoint_id: str, last_heartbeat: float, info: dict[str, Any]
+    ) -> asyncio.Future[None]:
+        """Record an endpoint's last heartbeat and what it said about itself."""
+
+        def op(conn: sa.Connection) -> None:
+            conn.execute(
+                endpoints.update()
+                .where(endpoints.c.endpoint_id == endpoint_id)
+                .values(last_heartbeat=last_heartbeat, info=info)
+            )
+
+        return self.write(op)
+
+    # -- tasks: writes ------------------------------------------------------------------------
+
+    def insert_tasks(
+        self, owner: str, new: list[NewTask]
+    ) -> asyncio.Future[tuple[list[int], dict[str, tuple[Change, dict[str, Any]]]]]:
+        """Store a submission in one operation.
+
+        Returns each task's ``seq`` (request order) and, for memoized tasks whose result already
+        exists, the ``success`` change they were stored with and the copied result row (they
+        are not dispatched).
+        """
+
+        def op(conn: sa.Connection) -> tuple[list[int], dict[str, tuple[Change, dict[str, Any]]]]:
+            now = _now()
+            memo_keys = {t.task_id: _memo_key(t) for t in new if t.memoize}
+            hits = _memo_results(conn, owner, set(memo_keys.values())) if memo_keys else {}
+            first = self._next_seq
+            self._next_seq += len(new)
+            seqs = list(range(first, first + len(new)))
+            waiting = TaskState.WAITING_FOR_EP
+            queued = json.dumps({waiting: now})  # the same for every task: serialized once
+            memoized = json.dumps({waiting: now, TaskState.SUCCESS: now})
+            rows = []
+            done: dict[str, tuple[Change, dict[str, Any]]] = {}
+            for seq, t in zip(seqs, new):
+                memo = memo_keys.get(t.task_id)
+                hit = hits.get(memo) if memo is not None else None
+                if hit is None:
+                    status, transitions, completion_t = waiting, queued, None
+                else:
+                    status, transitions, completion_t = TaskState.SUCCESS, memoized, now
+                    change = Change(t.task_id, owner, t.endpoint_id, status, now)
+                    done[t.task_id] = (change, {**hit, "task_id": t.task_id, "created": now})
+                rows.append(
+                    (t.task_id, seq, owner, t.endpoint_id, t.function_id, status, t.payload,
+                     now, transitions, 0, t.walltime, completion_t, memo)
+                )  # fmt: skip
+            bulk_insert(conn, tasks, _TASK_COLUMNS, rows)
+            if done:
+                conn.execute(results.insert(), [result for _, result in done.values()])
+            return seqs, done
+
+        return self.write(op)
+
+    def cancel_task(self, owner: str, task_id: str) -> asyncio.Future[Change | None]:
+        """End an unfinished task ``cancelled``; None when it had already finished."""
+
+        def op(conn: sa.Connection) -> Change | None:
+            row = conn.execute(
+                sa.select(tasks.c.task_id, tasks.c.owner, tasks.c.transitions, tasks.c.endpoint_id)
+                .where(tasks.c.task_id == task_id, tasks.c.owner == owner)
+                .where(tasks.c.status.in_(NON_TERMINAL))
+            ).first()
+            if row is None:
+                return None
+            return _cancel_rows(conn, [row], row.endpoint_id, "cancelled by the user")[0]
+
+        return self.write(op)
+
+    def record_reports(
+        self, endpoint_id: str, updates: list[tuple[str, str, float]], batch: list[ResultIn]
+    ) -> asyncio.Future[Reports]:
+        """Apply what an endpoint reported: state changes, then results, in one operation.
+
+        Only tasks assigned to that endpoint and not yet finished change; a finished task keeps
+        its final state whatever arrives late. The first result of a task wins: another result
+        for a finished task (or a second one in the same batch) is a duplicate; one for a task
+        that is not assigned to this endpoint is unknown. Neither changes anything.
+        """
+
+        def op(conn: sa.Connection) -> Reports:
+            ids = {u[0] for u in updates}
+            ids.update(r.task_id for r in batch)
+            current = _select_tasks(conn, endpoint_id, ids)
+            out = Reports([], [], [], [])
+            for task_id, state, ts in updates:
+                row = current.get(task_id)
+                if row is None or row["status"] in TaskState.TERMINAL:
+                    continue
+                row["status"] = state
+                row["transitions"][state] = ts
+                row["dirty"] = True
+                out.changes.append(Change(task_id, row["owner"], endpoint_id, state, ts))
+            rows = []
+            for r in batch:
+                row = current.get(r.task_id)
+                if row is None:
+                    out.unknown.append(r.task_id)
+                    continue
+                if row["status"] in TaskState.TERMINAL:
+                    out.duplicates.append(r.task_id)
+                    continue
+                row.update(status=r.status, completion_t=r.ts, dirty=True)
+                row["transitions"].update(r.transitions)
+                row["transitions"][r.status] = r.ts
+                if r.retries is not None:
+                    row["retries"] = r.retries
+                rows.append(
+                    (r.task_id, r.status, r.data, r.exception_text, r.stdout, r.stderr, r.ts)
+                )
+                out.recorded.append(Change(r.task_id, row["owner"], endpoint_id, r.status, r.ts))
+            if rows:
+                bulk_insert(conn, results, _RESULT_COLUMNS, rows)
+            _update_tasks(conn, [r for r in current.values() if r.get("dirty")])
+            return out
+
+        return self.write(op)
+
+    def requeue(self, endpoint_id: str) -> asyncio.Future[list[Change]]:
+        """Return an offline endpoint's unfinished tasks to ``waiting-for-ep`` (retries kept)."""
+
+        def op(conn: sa.Connection) -> list[Change]:
+            now = _now()
+            at_endpoint = [s for s in NON_TERMINAL if s != TaskState.WAITING_FOR_EP]
+            rows = conn.execute(
+                sa.select(tasks.c.task_id, tasks.c.owner, tasks.c.transitions).where(
+                    tasks.c.endpoint_id == endpoint_id, tasks.c.status.in_(at_endpoint)
+                )
+            ).all()
+            changes = []
+            updates = []
+            for task_id, owner, transitions in rows:
+                transitions = dict(transitions)
+                transitions[TaskState.WAITING_FOR_EP] = now
+                updates.append(
+                    {
+                        "b_task_id": task_id,
+                        "status": TaskState.WAITING_FOR_EP,
+                        "transitions": transitions,
+                    }
+                )
+                changes.append(Change(task_id, owner, endpoint_id, TaskState.WAITING_FOR_EP, now))
+            if updates:
+                conn.execute(
+                    tasks.update().where(tasks.c.task_id == sa.bindparam("b_task_id")), updates
+                )
+            return changes
+
+        return self.write(op)
+
+    # -- tasks: reads -------------------------------------------------------------------------
+
+    async def get_tasks(self, owner: str, task_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The owner's tasks among ``task_ids``, with their results; others are simply absent."""
+        ids = list(dict.fromkeys(task_ids))
+
+        def q(conn: sa.Connection) -> dict[str, dict[str, Any]]:
+            found: dict[str, dict[str, Any]] = {}
+            for chunk in _chunks(ids):
+                for row in conn.execute(_GET_TASKS, {"owner": owner, "ids": chunk}).mappings():
+                    found[row["task_id"]] = dict(row)
+            return found
+
+        return await self.read(q) if ids else {}
+
+    async def list_tasks(
+        self, owner: str, limit: int, endpoint_id: str | None, status: str | None
+    ) -> list[dict[str, Any]]:
+        """The owner's newest tasks first, without result payloads."""
+
+        def q(conn: sa.Connection) -> list[dict[str, Any]]:
+            stmt = sa.select(*_TASK_COLUMNS_OUT).select_from(_WITH_RESULTS)
+            stmt = stmt.where(tasks.c.owner == owner)
+            if endpoint_id is not None:
+                stmt = stmt.where(tasks.c.endpoint_id == endpoint_id)
+            if status is not None:
+                stmt = stmt.where(tasks.c.status == status)
+            stmt = stmt.order_by(tasks.c.seq.desc()).limit(limit)
+            return [dict(row) for row in conn.execute(stmt).mappings()]
+
+        return await self.read(q)
+
+    async def fetch_backlog(
+        self, endpoint_id: str, after_seq: int, until_seq: int, limit: int
+    ) -> list[tuple[int, str, str, bytes, float | None, int]]:
+        """Tasks waiting for an endpoint, oldest first, in the ``seq`` window (after, until].
+
+        Rows are ``(seq, task_id, function_id, payload, walltime, retries)``.
+        """
+
+        def q(conn: sa.Connection) -> list[tuple[int, str, str, bytes, float | None, int]]:
+            params = {
+                "endpoint_id": endpoint_id,
+                "after": after_seq,
+                "until": until_seq,
+                "limit": limit,
+            }
+            return [tuple(row) for row in conn.execute(_BACKLOG, params)]
+
+        return await self.read(q)
+
+    async def task_counts(
+        self,
+        owner: str | None = None,
+        endpoint_ids: Sequence[str] | None = None,
+        active_only: bool = False,
+    ) -> dict[str, dict[str, int]]:
+        """Task counts by state, keyed by endpoint id (or ``"*"`` when not split by endpoint)."""
+
+        def q(conn: sa.Connection) -> dict[str, dict[str, int]]:
+            by_endpoint = endpoint_ids is not None
+            key = tasks.c.endpoint_id if by_endpoint else sa.literal("*")
+            stmt = sa.select(key, tasks.c.status, sa.func.count()).group_by(key, tasks.c.status)
+            if owner is not None:
+                stmt = stmt.where(tasks.c.owner == owner)
+            if active_only:
+                stmt = stmt.where(tasks.c.status.in_(NON_TERMINAL))
+            counts: dict[str, dict[str, int]] = {}
+            if by_endpoint:
+                for chunk in _chunks(list(endpoint_ids or ())):
+                    for ep, state, n in conn.execute(stmt.where(tasks.c.endpoint_id.in_(chunk))):
+                        counts.setdefault(ep, {})[state] = n
+            else:
+                for ep, state, n in conn.execute(stmt):
+                    counts.setdefault(ep, {})[state] = n
+            return counts
+
+        return await self.read(q)
+
+    async def size_bytes(self) -> int | None:
+        """Bytes the database occupies: the SQLite file and its WAL, or PostgreSQL's database."""
+        if is_sqlite(self.url):
+            path = sa.make_url(self.url).database or ""
+            return sum(os.path.getsize(p) for p in (path, path + "-wal") if p and os.path.exists(p))
+        if self.backend == "postgresql":
+            return await self.read(
+                lambda conn: conn.execute(
+                    sa.text("SELECT pg_database_size(current_database())")
+                ).scalar()
+            )
+        return None
+
+
+def _now() -> float:
+    return time.time()
+
+
+def _memo_key(task: NewTask) -> str:
+    h = hashlib.sha256(task.function_id.encode())
+    h.update(b"\0")
+    h.update(task.payload)
+    return h.hexdigest()
+
+
+def _memo_results(conn: sa.Connection, owner: str, keys: set[str]) -> dict[str, dict[str, Any]]:
+    """memo_key -> the result row of an earlier successful task of the owner with that key."""
+    hits: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(sorted(keys)):
+        stmt = (
+            sa.select(tasks.c.memo_key, results)
+            .select_from(tasks.join(results, results.c.task_id == tasks.c.task_id))
+            .where(
+                tasks.c.owner == owner,
+                tasks.c.memo_key.in_(chunk),
+                tasks.c.status == TaskState.SUCCESS,
+            )
+        )
+        for row in conn.execute(stmt).mappings():
+            result = dict(row)
+            hits.setdefault(result.pop("memo_key"), result)
+    return hits
+
+
+def _select_tasks(
+    conn: sa.Connection, endpoint_id: str, ids: set[str]
+) -> dict[str, dict[str, Any]]:
+    """Mutable copies of the state of the endpoint's tasks among ``ids``."""
+    found: dict[str, dict[str, Any]] = {}
+    for chunk in _chunks(list(ids)):
+        rows = conn.execute(_SELECT_STATE, {"ids": chunk})
+        for task_id, owner, endpoint, status, transitions, retries, completion_t in rows:
+            if endpoint != endpoint_id:
+                continue
+            found[task_id] = {
+                "task_id": task_id,
+                "owner": owner,
+                "status": status,
+                "transitions": transitions,
+                "retries": retries,
+                "completion_t": completion_t,
+            }
+    return found
+
+
+def _update_tasks(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
+    """Write back status, transitions, retries and completion time of ``rows`` (executemany)."""
+    if rows:
+        conn.execute(
+            _UPDATE_STATE,
+            [
+                {
+                    "b_task_id": r["task_id"],
+                    "b_status": r["status"],
+                    "b_transitions": r["transitions"],
+                    "b_retries": r["retries"],
+                    "b_completion_t": r["completion_t"],
+                }
+                for r in rows
+            ],
+        )
+
+
+def _cancel_rows(
+    conn: sa.Connection, rows: Sequence[Any], endpoint_id: str, reason: str
+) -> list[Change]:
+    """Mark ``(task_id, owner, transitions)`` rows cancelled, with a result saying why."""
+    now = _now()
+    changes = []
+    updates = []
+    for task_id, owner, transitions, *_ in rows:
+        transitions = dict(transitions)
+        transitions[TaskState.CANCELLED] = now
+        updates.append(
+            {
+                "b_task_id": task_id,
+                "status": TaskState.CANCELLED,
+                "transitions": transitions,
+                "completion_t": now,
+            }
+        )
+        changes.append(Change(task_id, owner, endpoint_id, TaskState.CANCELLED, now))
+    if updates:
+        conn.execute(tasks.update().where(tasks.c.task_id == sa.bindparam("b_task_id")), updates)
+        conn.execute(
+            results.insert(),
+            [
+                {
+                    "task_id": c.task_id,
+                    "status": TaskState.CANCELLED,
+                    "data": None,
+                    "exception_text": f"task {c.task_id} was {reason}",
+                    "stdout": None,
+                    "stderr": None,
+                    "created": now,
+                }
+                for c in changes
+            ],
+        )
+    return changes
+
+
+# Statements of the hot paths, built once: constructing and cache-keying a statement costs more
+# than running it on SQLite. Bound parameters fill them per call; ``ids`` expands to an IN list.
+# By primary key only, the endpoint checked in Python: given "endpoint_id = ? AND task_id IN
+# (...)", SQLite would walk the endpoint's index over all its tasks instead.
+_SELECT_STATE = sa.select(
+    tasks.c.task_id,
+    tasks.c.owner,
+    tasks.c.endpoint_id,
+    tasks.c.status,
+    tasks.c.transitions,
+    tasks.c.retries,
+    tasks.c.completion_t,
+).where(tasks.c.task_id.in_(sa.bindparam("ids", expanding=True)))
+
+_UPDATE_STATE = (
+    tasks.update()
+    .where(tasks.c.task_id == sa.bindparam("b_task_id"))
+    .values(
+        status=sa.bindparam("b_status"),
+        transitions=sa.bindparam("b_transitions"),
+        retries=sa.bindparam("b_retries"),
+        completion_t=sa.bindparam("b_completion_t"),
+    )
+)
+
+_TASK_COLUMNS_OUT = (
+    tasks.c.task_id,
+    tasks.c.status,
+    tasks.c.endpoint_id,
+    tasks.c.function_id,
+    tasks.c.created,
+    tasks.c.transitions,
+    tasks.c.retries,
+    tasks.c.walltime,
+    tasks.c.completion_t,
+    results.c.exception_text,
+    results.c.stdout,
+    results.c.stderr,
+)
+_WITH_RESULTS = tasks.outerjoin(results, results.c.task_id == tasks.c.task_id)
+
+_GET_TASKS = (
+    sa.select(*_TASK_COLUMNS_OUT, results.c.data)
+    .select_from(_WITH_RESULTS)
+    .where(
+        tasks.c.owner == sa.bindparam("owner"),
+        tasks.c.task_id.in_(sa.bindparam("ids", expanding=True)),
+    )
+)
+
+_BACKLOG = (
+    sa.select(
+        tasks.c.seq,
+        tasks.c.task_id,
+        tasks.c.function_id,
+        tasks.c.payload,
+        tasks.c.walltime,
+        tasks.c.retries,
+    )
+    .where(
+        tasks.c.endpoint_id == sa.bindparam("endpoint_id"),
+        tasks.c.status == TaskState.WAITING_FOR_EP,
+        tasks.c.seq > sa.bindparam("after"),
+        tasks.c.seq <= sa.bindparam("until"),
+    )
+    .order_by(tasks.c.seq)
+    .limit(sa.bindparam("limit", type_=sa.Integer))
+)

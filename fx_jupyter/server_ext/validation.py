@@ -1,0 +1,228 @@
+"""Checks of request bodies: every field of every body, before anything is stored.
+
+A failure raises :class:`ApiError` (HTTP 400) whose message names the field — with the task
+index in a submission (``tasks[17].payload: ...``) — says what was wrong and what is expected
+(DESIGN.md invariant 6). Submissions are checked in one tight loop because a body may hold tens
+of thousands of tasks.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from tornado import web
+
+from .endpoints import NAME_PATTERN
+
+#: Curve public keys travel in Z85: 40 characters for 32 bytes.
+_Z85 = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
+MAX_ID = 255
+MAX_TEXT = 1024 * 1024
+
+
+class ApiError(web.HTTPError):
+    """An error answer: HTTP status, a short code, and a message for a person."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(status, message.replace("%", "%%"))
+        self.error = error
+        self.message = message
+
+
+def bad_request(message: str) -> ApiError:
+    """A 400 ``bad_request`` error."""
+    return ApiError(400, "bad_request", message)
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 saying why it is not one."""
+    if not raw:
+        raise bad_request("the request has no body; send a JSON object")
+    try:
+        body = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as e:
+        raise bad_request(f"the request body is not JSON: {e}") from None
+    if not isinstance(body, dict):
+        raise bad_request(f"the request body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+def check_keys(body: dict[str, Any], allowed: set[str], where: str = "") -> None:
+    """Refuse fields the API does not know (a typo must not be ignored silently)."""
+    unknown = sorted(set(body) - allowed)
+    if unknown:
+        raise bad_request(
+            f"{where}unknown field {unknown[0]!r}; expected fields: {', '.join(sorted(allowed))}"
+        )
+
+
+def text(
+    body: dict[str, Any],
+    key: str,
+    *,
+    required: bool = True,
+    max_len: int = MAX_ID,
+    where: str = "",
+) -> str | None:
+    """A string field (non-empty when required); None when optional and absent or null."""
+    value = body.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or (required and not value.strip()):
+        raise bad_request(f"{where}{key}: expected a non-empty string, got {_describe(value)}")
+    if len(value) > max_len:
+        raise bad_request(f"{where}{key}: longer than {max_len} characters")
+    return value
+
+
+def flag(body: dict[str, Any], key: str, where: str = "") -> bool:
+    """An optional boolean field (false when absent)."""
+    value = body.get(key, False)
+    if not isinstance(value, bool):
+        raise bad_request(f"{where}{key}: expected true or false, got {_describe(value)}")
+    return value
+
+
+def positive_number(body: dict[str, Any], key: str, where: str = "") -> float | None:
+    """An optional positive finite number (None when absent or null)."""
+    value = body.get(key)
+    if value is None:
+        return None
+    if (
+        not isinstance(value, (int, float))
+        or isinstance(value, bool)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise bad_request(
+            f"{where}{key}: expected a positive number of seconds, got {_describe(value)}"
+        )
+    return float(value)
+
+
+def payload(body: dict[str, Any], key: str, where: str = "") -> bytes:
+    """A non-empty base64 field, decoded."""
+    value = body.get(key)
+    if not isinstance(value, str):
+        raise bad_request(f"{where}{key}: expected a base64 string, got {_describe(value)}")
+    try:
+        data = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as e:
+        raise bad_request(f"{where}{key}: not valid base64 ({e})") from None
+    if not data:
+        raise bad_request(f"{where}{key}: empty payload")
+    return data
+
+
+def public_key(body: dict[str, Any], key: str) -> str:
+    """A Curve public key in Z85 (40 characters)."""
+    value = text(body, key, max_len=40)
+    assert value is not None
+    if not _Z85.match(value):
+        raise bad_request(
+            f"{key}: expected a Z85-encoded Curve public key (40 characters), as "
+            "`fx-endpoint configure` makes"
+        )
+    return value
+
+
+def endpoint_name(body: dict[str, Any], key: str) -> str:
+    """An endpoint name: a directory name on the endpoint host."""
+    value = text(body, key, max_len=64)
+    assert value is not None
+    if not NAME_PATTERN.match(value):
+        raise bad_request(
+            f"{key}: {value!r} is not a valid endpoint name (letters, digits, '_', '.', '-'; "
+            "starting with a letter or digit; at most 64 characters)"
+        )
+    return value
+
+
+@dataclass(slots=True)
+class TaskRequest:
+    """One task of a ``POST submit`` body, checked."""
+
+    endpoint: str
+    function_id: str
+    payload: bytes
+    walltime: float | None
+    memoize: bool
+
+
+_TASK_KEYS = {"endpoint_id", "function_id", "payload", "walltime", "memoize"}
+_SUBMIT_KEYS = {"tasks", "task_group_id"}
+
+
+def submission(body: dict[str, Any], max_tasks: int) -> tuple[list[TaskRequest], str | None]:
+    """The tasks of a ``POST submit`` body and its optional task group id."""
+    check_keys(body, _SUBMIT_KEYS)
+    group = text(body, "task_group_id", required=False)
+    items = body.get("tasks")
+    if not isinstance(items, list) or not items:
+        raise bad_request(f"tasks: expected a non-empty list of tasks, got {_describe(items)}")
+    if len(items) > max_tasks:
+        raise bad_request(
+            f"tasks: {len(items)} tasks in one request, more than the limit of {max_tasks}; "
+            "split the batch"
+        )
+    out = []
+    decode = base64.b64decode
+    for i, item in enumerate(items):
+        if type(item) is not dict:
+            raise bad_request(f"tasks[{i}]: expected an object, got {_describe(item)}")
+        endpoint = item.get("endpoint_id")
+        function_id = item.get("function_id")
+        data = item.get("payload")
+        if type(endpoint) is not str or not endpoint or len(endpoint) > MAX_ID:
+            raise bad_request(
+                f"tasks[{i}].endpoint_id: expected an endpoint id or name, got {_describe(endpoint)}"
+            )
+        if type(function_id) is not str or not function_id or len(function_id) > MAX_ID:
+            raise bad_request(
+                f"tasks[{i}].function_id: expected a function id, got {_describe(function_id)}"
+            )
+        if type(data) is not str:
+            raise bad_request(
+                f"tasks[{i}].payload: expected a base64 string, got {_describe(data)}"
+            )
+        try:
+            raw = decode(data, validate=True)
+        except (binascii.Error, ValueError) as e:
+            raise bad_request(f"tasks[{i}].payload: not valid base64 ({e})") from None
+        if not raw:
+            raise bad_request(f"tasks[{i}].payload: empty payload")
+        walltime = None
+        memoize = False
+        if len(item) > 3:
+            where = f"tasks[{i}]."
+            check_keys(item, _TASK_KEYS, where)
+            walltime = positive_number(item, "walltime", where)
+            memoize = flag(item, "memoize", where)
+        out.append(TaskRequest(endpoint, function_id, raw, walltime, memoize))
+    return out, group
+
+
+def id_list(body: dict[str, Any], key: str, max_ids: int) -> list[str]:
+    """A non-empty list of id strings (``batch_status``)."""
+    ids = body.get(key)
+    if not isinstance(ids, list) or not ids:
+        raise bad_request(f"{key}: expected a non-empty list of ids, got {_describe(ids)}")
+    if len(ids) > max_ids:
+        raise bad_request(f"{key}: {len(ids)} ids, more than the limit of {max_ids} per request")
+    for i, value in enumerate(ids):
+        if type(value) is not str or not value or len(value) > MAX_ID:
+            raise bad_request(f"{key}[{i}]: expected an id string, got {_describe(value)}")
+    return ids
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "nothing"
+    text = json.dumps(value) if isinstance(value, (str, int, float, bool)) else type(value).__name__
+    return text if len(text) <= 60 else text[:57] + "..."

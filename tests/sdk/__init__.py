@@ -1,0 +1,1 @@
+"""Tests of the fx SDK (fx_jupyter/sdk)."""

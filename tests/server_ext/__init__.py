@@ -1,0 +1,1 @@
+"""Tests of the fx service (fx_jupyter.server_ext)."""
