@@ -8,9 +8,9 @@ HEADLESS ?=
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k broker -x"`.
 PYTEST_ARGS ?=
 # Debian packages the tests use (installed by `make system-deps` when missing).
-SYSTEM_PACKAGES :=
+SYSTEM_PACKAGES := chromium postgresql bubblewrap munge slurmctld slurmd slurm-client
 
-.PHONY: help setup system-deps run test bench clean
+.PHONY: help setup system-deps labextension run test bench clean
 
 help:  ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -21,7 +21,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PIP) install -q -e ".[test]"
 	touch $@
 
-setup: $(VENV)/.installed  ## Create .venv and install fx-jupyter (editable) with its test extras.
+setup: $(VENV)/.installed labextension  ## Create .venv, install fx-jupyter (editable) with its test extras, build the Lab panel.
+
+labextension: $(VENV)/.installed  ## Build the JupyterLab panel into fx_jupyter/labextension/ and link it into .venv (no-op when unchanged).
+	bash scripts/build-labextension.sh
 
 system-deps:  ## Install the Debian packages the tests need (root; no-op when present).
 	@bash scripts/system-deps.sh $(SYSTEM_PACKAGES)
@@ -34,6 +37,8 @@ test: setup system-deps  ## Set everything up and run the whole test suite.
 
 bench: setup  ## Run the benchmarks in bench/ and print their figures.
 	$(PY) bench/throughput.py
+	$(PY) bench/engines.py
+	$(PY) bench/responsiveness.py
 
 clean:  ## Remove the virtualenv and build artifacts.
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) build dist *.egg-info labextension/node_modules labextension/lib labextension/tsconfig.tsbuildinfo fx_jupyter/labextension

@@ -176,6 +176,12 @@ def _print_daemon(d: dict[str, Any]) -> None:
         f"  workers:  {d.get('workers', 0)} of {d.get('max_workers', '?')} up, "
         f"{d.get('idle_workers', 0)} idle"
     )
+    blocks = d.get("blocks")
+    if isinstance(blocks, dict):
+        typer.echo(
+            f"  blocks:   {blocks.get('running', 0)} running, {blocks.get('pending', 0)} pending "
+            f"(at most {d.get('max_blocks', '?')})"
+        )
     typer.echo(
         f"  tasks:    {d.get('queued', 0)} queued, {d.get('running', 0)} running, "
         f"{d.get('completed', 0)} completed since start"

@@ -19,10 +19,20 @@ from urllib.parse import urlsplit
 import yaml
 
 ENGINE_TYPES = ("process", "parsl")
-PROVIDER_TYPES = ("local", "slurm", "pbs", "kubernetes")
 SANDBOXES = ("none", "bwrap")
 #: Keys of ``engine`` that only the Parsl engine reads.
-PARSL_ONLY_KEYS = ("provider", "init_blocks", "min_blocks", "max_blocks", "nodes_per_block")
+PARSL_ONLY_KEYS = (
+    "provider",
+    "init_blocks",
+    "min_blocks",
+    "max_blocks",
+    "nodes_per_block",
+    "max_workers_per_node",
+    "max_idletime",
+    "strategy",
+    "strategy_period",
+    "address",
+)
 
 
 @dataclass(frozen=True)
@@ -54,15 +64,24 @@ class EngineConfig:
     """The ``engine:`` section."""
 
     type: str = "process"
-    #: Worker processes (process engine) or workers per node (Parsl).
+    #: Tasks running at once at most: the worker processes (process engine), or
+    #: max_blocks x nodes_per_block x max_workers_per_node (parsl engine).
     max_workers: int = 1
     #: Tasks the endpoint accepts beyond its workers, so that they never wait for the network.
     prefetch_capacity: int = 32
+    #: The parsl engine's provider section, checked by ``engines.parsl_config``; None: local.
     provider: dict[str, Any] | None = None
     init_blocks: int = 0
     min_blocks: int = 0
     max_blocks: int = 1
     nodes_per_block: int = 1
+    max_workers_per_node: int = 1
+    #: Seconds without tasks after which Parsl releases the blocks above min_blocks.
+    max_idletime: float = 120.0
+    strategy: str = "simple"
+    strategy_period: float = 5.0
+    #: The address of this host that the blocks' workers connect to (None: they probe all).
+    address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -74,6 +93,9 @@ class EndpointConfig:
     heartbeat_period: float = 5.0
     heartbeat_threshold: float = 30.0
     max_retries_on_system_failure: int = 1
+    #: Largest result payload (bytes) sent back; a larger one fails its task. 512 MiB keeps
+    #: results below SQLite's 1 GB blob limit in the journal and the service's store.
+    max_result_size: int = 512 * 1024 * 1024
     worker_init: str = ""
     available_accelerators: tuple[str, ...] = ()
     sandbox: str = "none"
@@ -201,6 +223,7 @@ TOP_KEYS = (
     "heartbeat_period",
     "heartbeat_threshold",
     "max_retries_on_system_failure",
+    "max_result_size",
     "worker_init",
     "available_accelerators",
     "sandbox",
@@ -261,6 +284,7 @@ def parse_config(text: str, path: Path | str = "config.yaml") -> EndpointConfig:
     get("heartbeat_period", _is_positive_number, "a number of seconds > 0")
     get("heartbeat_threshold", _is_positive_number, "a number of seconds > 0")
     get("max_retries_on_system_failure", _is_int(0), "an integer >= 0")
+    get("max_result_size", _is_int(1), "a number of bytes >= 1")
     get("worker_init", lambda s: isinstance(s, str) or s is None, "text (shell lines)")
     if values.get("worker_init") is None:
         values.pop("worker_init", None)
@@ -289,6 +313,12 @@ def parse_config(text: str, path: Path | str = "config.yaml") -> EndpointConfig:
 
     engine_node = top["engine"][1] if "engine" in top else None
     values["engine"] = _engine(v, engine_node, accelerators)
+    if values["engine"].type == "parsl" and values.get("sandbox", "none") != "none":
+        v.problem(
+            "sandbox",
+            top["sandbox"][1],
+            "applies only to engine type process (parsl workers run as their block starts them)",
+        )
 
     if v.problems:
         raise ConfigError(path, sorted(v.problems, key=lambda p: p.line or 0))
@@ -345,8 +375,26 @@ def _engine(v: _Validator, node: yaml.Node | None, accelerators: tuple[str, ...]
     get("min_blocks", _is_int(0), "an integer >= 0")
     get("max_blocks", _is_int(1), "an integer >= 1")
     get("nodes_per_block", _is_int(1), "an integer >= 1")
+    get("max_workers_per_node", _is_int(1), "an integer >= 1")
+    get("max_idletime", _is_positive_number, "a number of seconds > 0")
+    get("strategy_period", _is_positive_number, "a number of seconds > 0")
+    get("address", _is_str, "a host name or IP address")
     engine_type = values.get("type", "process" if "type" not in entries else None)
-    if engine_type == "process":
+    if engine_type == "parsl":
+        from .engines import parsl_config  # not at the top: that package imports this one
+
+        strategies = parsl_config.STRATEGIES
+        get("strategy", _one_of(strategies), _choices(strategies, _given(entries, "strategy")))
+        if "provider" in entries:
+            values["provider"] = parsl_config.validate_provider(v, entries["provider"][1])
+        if "max_workers" in entries:
+            v.problem(
+                "engine.max_workers",
+                entries["max_workers"][0],
+                "applies only to engine type process; for parsl set max_workers_per_node "
+                "(workers on each node)",
+            )
+    elif engine_type == "process":
         for key in PARSL_ONLY_KEYS:
             if key in entries:
                 v.problem(
@@ -354,14 +402,16 @@ def _engine(v: _Validator, node: yaml.Node | None, accelerators: tuple[str, ...]
                     entries[key][0],
                     f"applies only to engine type parsl (this engine is {engine_type})",
                 )
-    if "provider" in entries and engine_type == "parsl":
-        values["provider"] = _provider(v, entries["provider"][1])
-    if values.get("min_blocks", 0) > values.get("max_blocks", EngineConfig.max_blocks):
-        v.problem(
-            "engine.min_blocks",
-            entries["min_blocks"][1],
-            f"must not exceed max_blocks ({values.get('max_blocks', EngineConfig.max_blocks)})",
-        )
+    max_blocks = values.get("max_blocks", EngineConfig.max_blocks)
+    for key in ("min_blocks", "init_blocks"):
+        if values.get(key, 0) > max_blocks:
+            v.problem(
+                f"engine.{key}", entries[key][1], f"must not exceed max_blocks ({max_blocks})"
+            )
+    if engine_type == "parsl":
+        per_node = values.setdefault("max_workers_per_node", default_workers)
+        nodes = values.get("nodes_per_block", EngineConfig.nodes_per_block)
+        values["max_workers"] = max_blocks * nodes * per_node
     values.setdefault("max_workers", default_workers)
     values.setdefault("prefetch_capacity", _default_prefetch(values["max_workers"]))
     return EngineConfig(**values)
@@ -370,25 +420,6 @@ def _engine(v: _Validator, node: yaml.Node | None, accelerators: tuple[str, ...]
 def _default_prefetch(max_workers: int) -> int:
     """Enough queued tasks to cover a few milliseconds of network latency at full speed."""
     return max(32, max_workers)
-
-
-def _provider(v: _Validator, node: yaml.Node) -> dict[str, Any] | None:
-    entries = v.mapping(node, "engine.provider", ())
-    if not entries:
-        return None
-    if "type" not in entries:
-        v.problem("engine.provider.type", node, f"is required: one of {', '.join(PROVIDER_TYPES)}")
-        return None
-    provider_type = v.typed(
-        "engine.provider.type",
-        entries["type"][1],
-        _one_of(PROVIDER_TYPES),
-        _choices(PROVIDER_TYPES, _given(entries, "type")),
-    )
-    if provider_type is None:
-        return None
-    # The other provider options are Parsl's own; Parsl checks them when it builds the provider.
-    return {key: v.scalar(value) for key, (_, value) in entries.items()}
 
 
 def load_config(path: Path) -> EndpointConfig:
@@ -416,11 +447,13 @@ service_url: {service_url}
 
 engine:
   # process: a pool of worker processes on this machine.
-  # parsl: Parsl's HighThroughputExecutor on a batch system (provider: local, slurm, pbs,
-  #        kubernetes), e.g.
-  #   provider: {{type: slurm, partition: debug, walltime: "01:00:00"}}
-  #   min_blocks: 0
+  # parsl: Parsl's HighThroughputExecutor on blocks of nodes from a batch system (provider:
+  #        local, slurm, pbspro, condor, kubernetes), requested as tasks wait, e.g.
+  #   type: parsl
+  #   provider: {{type: slurm, partition: debug, walltime: "01:00:00", launcher: srun}}
   #   max_blocks: 4
+  #   max_workers_per_node: 32   # instead of max_workers
+  #   max_idletime: 120          # seconds before idle blocks are released
   type: process
   # Worker processes, i.e. tasks running at once. Default: the number of CPUs (or of
   # available_accelerators when those are listed).

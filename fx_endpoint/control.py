@@ -150,6 +150,9 @@ def configure(name: str, service_url: str | None, max_workers: int | None = None
             )
         ServiceClient(service_url, token).register(info)
     except ServiceUnreachable as e:
+        if keep_old and old is not None and old.registered:
+            report.say(f"Kept the existing registration (id {old.endpoint_id}): {e}.")
+            return report
         if not keep_old:
             info.save(ep.endpoint_file)
         report.say(
@@ -184,12 +187,6 @@ def start(name: str, timeout: float = DEFAULT_START_TIMEOUT) -> Report:
         ep.clean_stale()
         report.say(f"Cleaned up after the previous daemon of {name}, which did not stop cleanly.")
     config = _load_config(ep)
-    if config.engine.type != "process":
-        raise ControlError(
-            f"engine type {config.engine.type!r} is not available yet in this "
-            "version of fx; use `type: process` in the engine section of "
-            f"{ep.config_file}"
-        )
     info = _load_info(ep, config)
     token = find_token(config.service_url)
     if token:

@@ -29,6 +29,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -39,11 +40,12 @@ from . import protocol
 from .config import ConfigError, EndpointConfig, load_config
 from .engines import EngineError, create_engine
 from .engines.base import Task, TaskOutcome, failed_outcome
+from .errors import ResultTooLarge
 from .journal import Journal
 from .paths import EndpointDir, write_atomic
 from .protocol import TaskState
 from .registration import EndpointInfo
-from .serialize import PYTHON_VERSION
+from .serialize import PYTHON_VERSION, serialize_exception
 from .version import PROTOCOL_VERSION, __version__
 
 log = logging.getLogger("fx_endpoint")
@@ -68,6 +70,22 @@ _MONITORED = (
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
 )
+
+
+def _too_large(outcome: TaskOutcome, limit: int) -> TaskOutcome:
+    """A result over ``max_result_size`` fails its task instead: sending it would swell the
+    journal, the broker and the service's store (SQLite refuses blobs over 1 GB)."""
+    error = ResultTooLarge(
+        f"the task's result is {len(outcome.payload)} bytes, larger than this endpoint's "
+        f"max_result_size of {limit} bytes; return less (or write it to shared storage)"
+    )
+    text = f"ResultTooLarge: {error}"
+    return replace(
+        outcome,
+        status=TaskState.FAILED,
+        payload=serialize_exception(error, text + "\n"),
+        exception_text=text,
+    )
 
 
 class EndpointDaemon:
@@ -104,10 +122,13 @@ class EndpointDaemon:
         self._ready = False
         self._stopping = False
         self._exit_code = 0
-        #: Tasks handed to the engine, with the time each was received.
+        #: Tasks handed to the engine, with the time each entered waiting-for-launch (received).
         self._held: dict[str, float] = {}
         #: Held tasks a worker started, with the time it did.
         self._running: dict[str, float] = {}
+        #: Held tasks that waited for a block of nodes, with the time they began to; they wait
+        #: for nodes still while that time is not earlier than their ``_held`` time.
+        self._nodes: dict[str, float] = {}
         #: Results the service has not acknowledged, in memory, oldest first (with the
         #: monotonic time each finished), and the ids of those stored in the journal instead.
         self._unacked: dict[str, tuple[dict[str, Any], Any, float]] = {}
@@ -437,6 +458,16 @@ class EndpointDaemon:
 
     # --- EngineListener ---------------------------------------------------------------------
 
+    def task_waiting_for_nodes(self, task_id: str, ts: float) -> None:
+        if task_id in self._held:
+            self._nodes[task_id] = ts
+            self._updates.append([task_id, TaskState.WAITING_FOR_NODES, ts])
+
+    def task_waiting_for_launch(self, task_id: str, ts: float) -> None:
+        if task_id in self._held:
+            self._held[task_id] = ts
+            self._updates.append([task_id, TaskState.WAITING_FOR_LAUNCH, ts])
+
     def task_running(self, task_id: str, ts: float) -> None:
         if task_id in self._held:
             self._running[task_id] = ts
@@ -446,8 +477,16 @@ class EndpointDaemon:
         received = self._held.pop(outcome.task_id, None)
         if received is None:
             return
+        if (
+            outcome.status == TaskState.SUCCESS
+            and len(outcome.payload) > self.config.max_result_size
+        ):
+            outcome = _too_large(outcome, self.config.max_result_size)
         started = self._running.pop(outcome.task_id, None) or outcome.started
         transitions = {TaskState.WAITING_FOR_LAUNCH: received}
+        nodes = self._nodes.pop(outcome.task_id, None)
+        if nodes is not None:
+            transitions[TaskState.WAITING_FOR_NODES] = nodes
         if started is not None:
             transitions[TaskState.RUNNING] = started
         header = {
@@ -498,6 +537,11 @@ class EndpointDaemon:
         """After (re)connecting: say again what we hold and send every unacknowledged result."""
         self._journal.commit()
         self._updates = [[t, TaskState.WAITING_FOR_LAUNCH, ts] for t, ts in self._held.items()]
+        self._updates += [
+            [t, TaskState.WAITING_FOR_NODES, ts]
+            for t, ts in self._nodes.items()
+            if ts >= self._held[t] and t not in self._running
+        ]
         self._updates += [[t, TaskState.RUNNING, ts] for t, ts in self._running.items()]
         self._results = [entry[:2] for entry in self._unacked.values()]
         stored = sorted(self._stored)
@@ -605,12 +649,16 @@ def _parse_task(header: Any, frames: list[Any]) -> Task:
         not isinstance(walltime, (int, float)) or isinstance(walltime, bool) or walltime <= 0
     ):
         raise protocol.ProtocolError(f"walltime must be a positive number, got {walltime!r}")
+    retries = header.get("retries", 0)
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise protocol.ProtocolError(f"retries must be an integer >= 0, got {retries!r}")
     return Task(
         task_id,
         function_id,
         frames[indexes[0]],
         frames[indexes[1]],
         float(walltime) if walltime else None,
+        retries,
     )
 
 
@@ -672,7 +720,8 @@ def _setup_logging(ep: EndpointDir) -> None:
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root = logging.getLogger()
     root.addHandler(handler)
-    root.setLevel(os.environ.get("FX_LOG_LEVEL", "INFO").upper())
+    level = os.environ.get("FX_LOG_LEVEL", "INFO").upper()
+    root.setLevel(level if isinstance(logging.getLevelName(level), int) else logging.INFO)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,3 +22,7 @@ class WorkerLost(Exception):
 
 class WalltimeExceeded(TimeoutError):
     """A task ran longer than the walltime it was submitted with; its worker was stopped."""
+
+
+class ResultTooLarge(ValueError):
+    """A task's result is larger than its endpoint's ``max_result_size``; it was not sent."""

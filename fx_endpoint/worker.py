@@ -16,7 +16,8 @@ has that function: each is sent once per worker, loaded on first use and cached,
 that cannot be loaded fails its tasks, not the worker) and the task's arguments.
 
 Reports are batched: finished tasks are reported together when the worker runs out of work,
-when the oldest unreported result is :data:`REPORT_AFTER` old, or when a task has run that long.
+when the oldest unreported result is :data:`REPORT_AFTER` old, when the task just finished took
+that long, or when the running task has run that long.
 ``started`` names the task the worker runs from now on, and is always true when sent, so the
 engine learns within milliseconds which task each worker runs (to cancel it, to count its
 walltime). A task flagged ``announce`` (it has a walltime, or it is suspected of killing a
@@ -52,6 +53,8 @@ FROM_WORKER = frozenset({READY, REPORT})
 OUTPUT_LIMIT = 1 << 20
 #: Longest a result, or the start of a running task, waits before the worker reports it.
 REPORT_AFTER = 0.001
+#: Longest the announcer sleeps while one long task runs.
+ANNOUNCER_MAX_SLEEP = 0.064
 #: Most results in one report.
 MAX_REPORT = 256
 #: How often an idle worker checks that the daemon that started it is still alive.
@@ -198,6 +201,7 @@ class Worker:
         self._payloads: list[bytes] = []
         self._dropped: list[str] = []
         self._oldest = 0.0
+        self._last_duration = 0.0
         #: The task running now and its start, and the last task reported as started.
         self._current: tuple[str, float] | None = None
         self._announced: str | None = None
@@ -245,10 +249,15 @@ class Worker:
     # --- the loops ------------------------------------------------------------------------
 
     def _announcer(self) -> None:
-        """Report a task that runs longer than REPORT_AFTER, with the results before it."""
+        """Report a task that runs longer than REPORT_AFTER, with the results before it.
+
+        While the same announced task keeps running it looks less and less often (up to
+        ANNOUNCER_MAX_SLEEP), so a long task costs no CPU here.
+        """
+        delay = REPORT_AFTER
         while True:
             self._busy.wait()
-            time.sleep(REPORT_AFTER)
+            time.sleep(delay)
             with self._lock:
                 current = self._current
                 if (
@@ -257,6 +266,8 @@ class Worker:
                     and time.time() - current[1] >= REPORT_AFTER
                 ):
                     self._flush(current)
+                settled = current is not None and current[0] == self._announced
+            delay = min(2 * delay, ANNOUNCER_MAX_SLEEP) if settled else REPORT_AFTER
 
     def run(self) -> None:
         """Serve tasks until the engine stops this process."""
@@ -278,7 +289,11 @@ class Worker:
                 now = time.time()
                 if announce or (
                     self._done
-                    and (now - self._oldest >= REPORT_AFTER or len(self._done) >= MAX_REPORT)
+                    and (
+                        now - self._oldest >= REPORT_AFTER
+                        or len(self._done) >= MAX_REPORT
+                        or self._last_duration >= REPORT_AFTER
+                    )
                 ):
                     self._flush((task_id, now))
                 self._current = (task_id, now)
@@ -286,6 +301,7 @@ class Worker:
             ok, t0, t1, out, err, exc, payload = run_task(self.functions, function_id, args_payload)
             with self._lock:
                 self._current = None
+                self._last_duration = t1 - t0
                 if not self._done:
                     self._oldest = t1
                 self._done.append([task_id, ok, t0, t1, out, err, exc])

@@ -66,3 +66,11 @@ def load_ipython_extension(ip: Any) -> None:
     from .magics import load_ipython_extension as load_magics
 
     load_magics(ip)
+
+
+def unload_ipython_extension(ip: Any) -> None:
+    """``%unload_ext fx_jupyter`` (and ``%reload_ext``): shut the magics' executors down and
+    close their client."""
+    from .magics import unload_ipython_extension as unload_magics
+
+    unload_magics(ip)

@@ -59,8 +59,11 @@ def print_outputs(nb) -> None:
                 print("\n".join(out.traceback))
 
 
-def headless() -> int:
-    """Run the tutorial against a private service + endpoint; print its outputs."""
+def headless(save: bool = False) -> int:
+    """Run the notebooks against a private service + endpoint; print the tutorial's outputs.
+
+    With ``save``, every notebook in notebooks/ is run and written back with its outputs (what
+    nbval then checks in `make test`)."""
     import nbformat
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
@@ -70,16 +73,20 @@ def headless() -> int:
     with tempfile.TemporaryDirectory(prefix="fx-run-") as tmp:
         stack = start_stack(Path(tmp), endpoint=ENDPOINT)
         try:
-            nb = nbformat.read(TUTORIAL, as_version=4)
-            os.environ.update({k: v for k, v in stack.env.items() if k.startswith(("FX_", "JUPYTER_"))})
-            client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(TUTORIAL.parent)}})
-            try:
-                client.execute()
-                status = 0
-            except CellExecutionError as e:
-                print(f"cell failed: {e}", file=sys.stderr)
-                status = 1
-            print_outputs(nb)
+            os.environ.update(FX_SERVICE_URL=stack.service_url, FX_TOKEN=stack.token, FX_NO_WIDGETS="1")
+            status = 0
+            for path in sorted(TUTORIAL.parent.glob("*.ipynb")) if save else [TUTORIAL]:
+                nb = nbformat.read(path, as_version=4)
+                client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+                try:
+                    client.execute()
+                except CellExecutionError as e:
+                    print(f"{path.name}: cell failed: {e}", file=sys.stderr)
+                    status = 1
+                if path == TUTORIAL:
+                    print_outputs(nb)
+                if save and status == 0:
+                    nbformat.write(nb, path)
             return status
         finally:
             stack.teardown()
@@ -130,8 +137,9 @@ def interactive() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--headless", action="store_true", help="run the tutorial and print its outputs")
+    parser.add_argument("--save", action="store_true", help="run every notebook and save its outputs")
     args = parser.parse_args()
-    return headless() if args.headless else interactive()
+    return headless(args.save) if args.headless or args.save else interactive()
 
 
 if __name__ == "__main__":

@@ -83,7 +83,18 @@ def failed_outcome(task: Task, error: BaseException, started: float | None = Non
 
 
 class EngineListener(Protocol):
-    """What an engine reports to the daemon."""
+    """What an engine reports to the daemon.
+
+    A task the daemon hands over is ``waiting-for-launch``. An engine whose workers come and go
+    with cluster blocks (the parsl engine) says when a task waits for a block to start
+    (``waiting-for-nodes``) and when, a block being up, it waits for a worker again.
+    """
+
+    def task_waiting_for_nodes(self, task_id: str, ts: float) -> None:
+        """``task_id`` waits for a block of nodes to start, since ``ts``."""
+
+    def task_waiting_for_launch(self, task_id: str, ts: float) -> None:
+        """``task_id`` waits for a worker of a running block, since ``ts``."""
 
     def task_running(self, task_id: str, ts: float) -> None:
         """A worker started ``task_id`` at ``ts``."""

@@ -297,6 +297,10 @@ class ProcessEngine(Engine):
             "--unshare-net",
             "--die-with-parent",
         ]
+        # The private /tmp would hide a Python or code that lives under /tmp: show those again,
+        # read-only.
+        for path in _python_paths_under("/tmp"):
+            args += ["--ro-bind", path, path]
         for path in (self._socket_path.parent, self._work_dir):
             args += ["--bind", str(path), str(path)]
         return [*args, "--"]
@@ -585,3 +589,13 @@ def _signal(process: subprocess.Popen[bytes], sig: signal.Signals) -> None:
         process.send_signal(sig)
     except ProcessLookupError:
         pass
+
+
+def _python_paths_under(root: str) -> list[str]:
+    """Directories the worker's Python imports from (its prefixes and sys.path) below ``root``."""
+    found: list[str] = []
+    for entry in (sys.prefix, sys.base_prefix, sys.exec_prefix, *sys.path):
+        path = os.path.realpath(entry) if entry else ""
+        if path.startswith(root.rstrip("/") + "/") and os.path.isdir(path) and path not in found:
+            found.append(path)
+    return found

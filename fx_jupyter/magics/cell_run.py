@@ -2,9 +2,13 @@
 
 A blocking cell waits on the kernel's main thread and ends like a local cell would: the remote
 output is replayed, the names are bound, the last value is returned for IPython to display, and
-a remote exception is raised (so the notebook, or nbclient, sees the cell fail). A detached cell
-(``block=false``, or a blocking one whose ``timeout`` passed) ends on the future's callback
-thread instead, writing into its widget's output area.
+a remote exception is raised (so the notebook, or nbclient, sees the cell fail). Its widget is
+finished there too, not on the event stream's thread: IPython formats the cell's traceback on
+the main thread, and nothing else should be formatting or displaying meanwhile (CPython 3.11's
+parser is not safe to use from two threads at once). A detached cell (``block=false``, or a
+blocking one whose ``timeout`` passed) ends on the future's callback thread instead, writing
+into its widget's output area and formatting an error with ``format_exception_only`` (no
+frames, so no source parsing).
 """
 
 from __future__ import annotations
@@ -129,11 +133,13 @@ class CellRun:
 
     @property
     def task_id(self) -> str | None:
-        return getattr(self.future, "task_id", None)
+        return getattr(self.future, "known_task_id", None)
 
     def start(self) -> None:
-        """Show the widget and follow the task."""
-        self.widget.follow(self.future, self.client, show_result=False)
+        """Show the widget and follow the task (a blocking cell finishes it in :meth:`wait`)."""
+        self.widget.follow(
+            self.future, self.client, show_result=False, finish_when_done=not self.options.block
+        )
         self.widget.show()
 
     # --- blocking ---------------------------------------------------------------------------
@@ -144,6 +150,7 @@ class CellRun:
         try:
             done, _ = wait_futures([self.future], timeout)
         except KeyboardInterrupt:
+            self.widget.finish_when_done()
             warn(f"stopped waiting; {self._where()} {self._fetch_hint()}")
             raise
         if not done:
@@ -160,9 +167,11 @@ class CellRun:
         future = self.future
         replay_output(getattr(future, "stdout", ""), getattr(future, "stderr", ""))
         if future.cancelled():
+            self.widget.finish(future)
             raise TaskCancelled(self.task_id or "?")
         error = future.exception()
         if error is not None:
+            self.widget.finish(future)
             usage = service_error(error)
             if usage is not None:
                 raise usage from None
@@ -170,12 +179,16 @@ class CellRun:
         value = open_cell_result(future.result(), self.namespace, self.options.out)
         if self.cell.has_last:
             self.widget.set_result(value)
+        else:
+            self.widget.finish(future)
         return None if self.silent else value
 
     # --- detached ---------------------------------------------------------------------------
 
     def detach(self) -> None:
         """Finish on the future's callback thread when the task ends; return at once."""
+        if self.options.block:  # gave up waiting: the widget no longer waits for wait()
+            self.widget.finish_when_done()
         self.future.add_done_callback(self._finish_detached)
 
     def _finish_detached(self, future: Future[Any]) -> None:

@@ -220,6 +220,9 @@ class TaskWidget(_LiveView):
         self._show_result = True
         self._client: Client | None = None
         self._listener: Any = None
+        # While the caller finishes the widget itself: the terminal event's {state: ts}.
+        self._hold_end = False
+        self._held_end: dict[str, float] = {}
 
     @classmethod
     def for_future(
@@ -240,20 +243,39 @@ class TaskWidget(_LiveView):
         return widget
 
     def follow(
-        self, future: Future[Any], client: Client | None = None, *, show_result: bool = True
+        self,
+        future: Future[Any],
+        client: Client | None = None,
+        *,
+        show_result: bool = True,
+        finish_when_done: bool = True,
     ) -> None:
         """Track ``future``: its task id once known, ``client``'s events of its task, and its end.
 
         With ``show_result=False`` the caller sets the preview itself (the ``%%funcx`` magic
-        shows the cell's last value, not the dict its function returns).
+        shows the cell's last value, not the dict its function returns). With
+        ``finish_when_done=False`` the widget does not finish on the thread that completes the
+        future (the event stream's): the caller calls :meth:`finish` on its own thread, or
+        :meth:`finish_when_done` to hand that back. A blocking ``%%funcx`` cell does so that
+        the widget's last line, the error it formats and the cell's output come in order,
+        from the kernel's main thread.
         """
         self._future = future
         self._show_result = show_result
+        self._hold_end = not finish_when_done
         if client is not None:
             self._client = client
             self._listener = client.events.add_listener(self.handle_event)
         self._adopt_task_id()
-        future.add_done_callback(self._future_done)
+        if finish_when_done:
+            future.add_done_callback(self.finish)
+
+    def finish_when_done(self) -> None:
+        """Finish by itself when the future completes, after all (a cell gave up waiting)."""
+        assert self._future is not None, "follow() a future first"
+        with self._lock:
+            self._hold_end = False
+        self._future.add_done_callback(self.finish)
 
     @property
     def finished(self) -> bool:
@@ -272,7 +294,11 @@ class TaskWidget(_LiveView):
             if not self.task_id or event.get("task_id") != self.task_id:
                 return
             ts = event.get("ts")
-            self._merge({status: ts if isinstance(ts, (int, float)) else time.time()})
+            ts = ts if isinstance(ts, (int, float)) else time.time()
+            if self._hold_end and status in TaskState.TERMINAL:
+                self._held_end.setdefault(status, ts)
+                return
+            self._merge({status: ts})
 
     def set_task_id(self, task_id: str) -> None:
         """The service acknowledged the task."""
@@ -281,11 +307,12 @@ class TaskWidget(_LiveView):
             self._changed()
 
     def _adopt_task_id(self) -> None:
-        task_id = getattr(self._future, "task_id", None)
+        task_id = getattr(self._future, "known_task_id", None)
         if task_id and not self.task_id:
             self.set_task_id(task_id)
 
-    def _future_done(self, future: Future[Any]) -> None:
+    def finish(self, future: Future[Any]) -> None:
+        """Show how ``future`` ended: its result (unless the caller shows it), error or cancel."""
         with self._lock:
             self._adopt_task_id()
             if self._client is not None and self._listener is not None:
@@ -333,7 +360,8 @@ class TaskWidget(_LiveView):
 
     def _finish(self, state: str) -> None:
         if not self.finished:
-            self.transitions = {**self.transitions, state: time.time()}
+            ended = self._held_end.get(state, time.time())
+            self.transitions = {**self.transitions, state: ended}
             self.state = state
         self._changed()
 
@@ -449,7 +477,7 @@ class BatchWidget(_LiveView):
         widget = cls(len(futures), text_mode=text_mode)
         with widget._lock:
             for future in futures:
-                task_id = getattr(future, "task_id", None)
+                task_id = getattr(future, "known_task_id", None)
                 if task_id:
                     widget._states[task_id] = _state_of(future)
                 else:
@@ -475,7 +503,8 @@ class BatchWidget(_LiveView):
         """Track tasks by id (e.g. from ``Client.batch_run``) through ``client``'s events.
 
         The tasks' current states are asked once (``batch_status``): events are not replayed,
-        so tasks that ended before the widget existed would otherwise never count.
+        so tasks that ended before the widget existed would otherwise never count. The event
+        stream also watches them, so it asks again for those still running after a reconnect.
         """
         ids = list(task_ids)
         widget = cls(len(ids), text_mode=text_mode)
@@ -484,12 +513,14 @@ class BatchWidget(_LiveView):
             widget._recount()
         widget._listen(client)
         try:
+            client.events.watch(ids)
             unknown = client.events.resync(ids)
         except BaseException:
             widget.close_listener()
             raise
         if unknown:
             widget.close_listener()
+            client.events.unwatch(unknown)
             raise ValueError(f"the service knows no task {', '.join(unknown)} of yours")
         if show:
             widget.show()
@@ -535,13 +566,13 @@ class BatchWidget(_LiveView):
             if future in self._unassigned:
                 self._unassigned.remove(future)
             # A future whose submit failed never got a task id.
-            self._states[getattr(future, "task_id", None) or f"future-{id(future)}"] = state
+            self._states[getattr(future, "known_task_id", None) or f"future-{id(future)}"] = state
             self._recount()
 
     def _adopt_assigned(self) -> None:
         """Futures whose task id arrived since: track them by id from now on."""
         for future in list(self._unassigned):
-            task_id = getattr(future, "task_id", None)
+            task_id = getattr(future, "known_task_id", None)
             if task_id:
                 self._unassigned.remove(future)
                 self._states.setdefault(task_id, _state_of(future))

@@ -1,19 +1,25 @@
 """``Client``: the fx REST API as Python methods (funcX's ``FuncXClient`` names).
 
-Built on ``globus_sdk.BaseClient`` like funcX's client: one ``requests`` session reused for every
-call (keep-alive), bearer-token authorization, retries of transient failures, and service
-errors raised as :class:`FxAPIError` (a ``GlobusAPIError``) whose message is the service's own.
+Built on ``globus_sdk.BaseClient`` like funcX's client: bearer-token authorization, retries of
+transient failures, and service errors raised as :class:`FxAPIError` (a ``GlobusAPIError``)
+whose message is the service's own. Connections are kept alive and reused: globus-sdk's
+``requests`` session, and for a plain-http service (the usual local Jupyter server) the leaner
+connection pool of :mod:`.direct` on the hot path.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import http.client
+import json
 import threading
+import urllib.parse
 import uuid
+import weakref
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from globus_sdk import AccessTokenAuthorizer, BaseClient, NullAuthorizer
@@ -33,7 +39,8 @@ from .batch import (
     submit_bodies,
 )
 from .compat import check_service_version
-from .discovery import HINT, locate_service
+from .direct import RETRY_STATUSES, DirectHTTP
+from .discovery import HINT, SERVICE_PATH, locate_service
 from .errors import (
     EndpointNotFound,
     FxAPIError,
@@ -44,6 +51,9 @@ from .errors import (
 )
 from .listings import EndpointList, TaskList
 from .tasks import task_document
+
+if TYPE_CHECKING:
+    from .events import EventStream
 
 #: Most task ids in one ``POST batch_status``; more are asked in several requests.
 MAX_IDS_PER_STATUS_REQUEST = 50_000
@@ -92,22 +102,104 @@ class Client(BaseClient):
         session.trust_env = False
         self.transport.headers["X-FX-SDK-Version"] = __version__
         self.transport.headers["X-FX-Protocol"] = str(PROTOCOL_VERSION)
+        self._direct = (
+            DirectHTTP(self.base_url, self.transport.http_timeout)
+            if DirectHTTP.usable_for(self.base_url, session.proxies)
+            else None
+        )
+        # A client dropped without close() (a re-run notebook cell) closes its connections:
+        # left to the garbage collector, each socket is a ResourceWarning raised on whatever
+        # thread happens to collect it.
+        weakref.finalize(self, _close_connections, self._direct, self.transport)
         self._version_lock = threading.Lock()
         self._service_version: dict[str, Any] | None = None
         self._functions: dict[bytes, str] = {}
         self._functions_lock = threading.Lock()
         self._events_lock = threading.Lock()
-        self._events: Any = None
+        self._events: EventStream | None = None
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"<fx Client {self.base_url}>"
 
     # --- plumbing ------------------------------------------------------------------------------
-    def request(self, method: str, path: str, **kwargs: Any) -> GlobusHTTPResponse:
-        """Every request checks, once, that the service speaks our version."""
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        query_params: dict[str, Any] | None = None,
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        encoding: str | None = None,
+        allow_redirects: bool = True,
+        stream: bool = False,
+        automatic_authorization: bool = True,
+    ) -> GlobusHTTPResponse:
+        """Send a request (see ``globus_sdk.BaseClient.request``).
+
+        Every request checks, once, that the service speaks our version. Plain-http services
+        are reached over the keep-alive connections of :mod:`.direct`; globus-sdk's transport
+        takes over whenever that path cannot answer (and for TLS or proxies).
+        """
         if self._service_version is None and path != "version":
             self.version()
-        return super().request(method, path, **kwargs)
+        if self._direct is not None and not stream and automatic_authorization:
+            response = self._send_direct(method, path, query_params, data, headers)
+            if response is not None:
+                return response
+        return super().request(
+            method,
+            path,
+            query_params=query_params,
+            data=data,
+            headers=headers,
+            encoding=encoding,
+            allow_redirects=allow_redirects,
+            stream=stream,
+            automatic_authorization=automatic_authorization,
+        )
+
+    def _send_direct(
+        self,
+        method: str,
+        path: str,
+        query_params: dict[str, Any] | None,
+        data: Any,
+        headers: dict[str, str] | None,
+    ) -> GlobusHTTPResponse | None:
+        """The answer over the direct path; None when the regular transport must redo it."""
+        assert self._direct is not None
+        url = self.base_url + urllib.parse.quote(path.lstrip("/"))
+        if query_params:
+            url += "?" + urllib.parse.urlencode(
+                {k: v for k, v in query_params.items() if v is not None}
+            )
+        send_headers = dict(self.transport.headers)
+        if data is None:
+            body = None
+        elif isinstance(data, bytes):
+            body = data
+        elif isinstance(data, str):
+            body = data.encode()
+        else:
+            body = json.dumps(data, separators=(",", ":"), allow_nan=False).encode()
+            send_headers["Content-Type"] = "application/json"
+        if headers:
+            send_headers.update(headers)
+        authorization = self.authorization_header()
+        if authorization:
+            send_headers["Authorization"] = authorization
+        try:
+            response = self._direct.send(method, url, body, send_headers)
+        except (OSError, http.client.HTTPException):
+            return None  # a broken or closed connection: the transport retries properly
+        status = response.status_code
+        if status in RETRY_STATUSES or 300 <= status < 400:
+            return None
+        if status >= 400:
+            raise self.error_class(response)
+        return GlobusHTTPResponse(response, self)
 
     def version(self) -> dict[str, Any]:
         """The service's ``GET version`` document, checked against this SDK (once, then cached).
@@ -121,10 +213,18 @@ class Client(BaseClient):
                     doc = self.get("version").data
                 except FxAPIError as e:
                     if e.http_status == 404:
+                        hint = (
+                            "Is the fx_jupyter server extension enabled in that Jupyter server "
+                            "(`jupyter server extension list`)? "
+                        )
+                        if not self.base_url.endswith(SERVICE_PATH):
+                            hint = (
+                                f"If {self.base_url} is the Jupyter server's URL, the fx service "
+                                f"is at {self.base_url}{SERVICE_PATH}. " + hint
+                            )
                         raise ServiceNotFound(
                             [f"{self.base_url}: a server answers, but GET version is a 404"],
-                            "Is the fx_jupyter server extension enabled in that Jupyter server "
-                            "(`jupyter server extension list`)? " + HINT,
+                            hint + HINT,
                         ) from None
                     raise
                 self._service_version = check_service_version(doc, self.base_url)
@@ -135,22 +235,34 @@ class Client(BaseClient):
         return self.authorizer.get_authorization_header() if self.authorizer else None
 
     @property
-    def events(self) -> Any:
-        """The :class:`EventStream` of this client: one WebSocket, started on first use."""
+    def events(self) -> EventStream:
+        """The :class:`EventStream` of this client: one WebSocket, started on first use.
+
+        A closed client's stream is closed too: listeners can still be added and removed (a
+        widget finishing late does), but it never connects.
+        """
         with self._events_lock:
             if self._events is None:
                 from .events import EventStream
 
                 self._events = EventStream(self)
-                self._events.start()
+                if self._closed:
+                    self._events.close()
+                else:
+                    self._events.start()
+                    # A client dropped without close() (a re-run notebook cell) stops its stream.
+                    weakref.finalize(self, self._events.close)
             return self._events
 
     def close(self) -> None:
         """Stop the event stream and close the HTTP session."""
         with self._events_lock:
-            events, self._events = self._events, None
+            self._closed = True
+            events = self._events
         if events is not None:
             events.close()
+        if self._direct is not None:
+            self._direct.close()
         super().close()
 
     # --- functions -----------------------------------------------------------------------------
@@ -296,6 +408,8 @@ class Client(BaseClient):
         ids = [_path_id(t, "task_id") for t in task_ids]
         results: dict[str, Any] = {}
         unknown: list[str] = []
+        if not ids:
+            return {"results": results, "unknown": unknown}
         step = self._limits().get("max_ids_per_request", MAX_IDS_PER_STATUS_REQUEST)
         for start in range(0, len(ids), step):
             chunk = ids[start : start + step]
@@ -368,6 +482,13 @@ class Client(BaseClient):
             if e.http_status != 404:
                 raise
         raise EndpointNotFound(key, self.list_endpoints().names())
+
+
+def _close_connections(direct: DirectHTTP | None, transport: Any) -> None:
+    """Close a client's connection pools (its finalizer: the client itself is gone)."""
+    if direct is not None:
+        direct.close()
+    transport.close()
 
 
 def _value_of(task: dict[str, Any]) -> Any:

@@ -91,7 +91,13 @@ def locate_service(
 
     tried = ["FX_SERVICE_URL: not set"]
     if hub_token and (env.get("JUPYTERHUB_SERVICE_PREFIX") or env.get("JUPYTERHUB_API_URL")):
-        for url, source in _hub_candidates(env):
+        candidates = _hub_candidates(env)
+        if not candidates:
+            tried.append(
+                "JupyterHub: none of JUPYTERHUB_SERVICE_URL, JUPYTERHUB_PUBLIC_URL, "
+                "JUPYTERHUB_HOST says where this user's server is"
+            )
+        for url, source in candidates:
             problem = probe(url, token or hub_token)
             if problem is None:
                 return ServiceLocation(url, token or hub_token, source)

@@ -26,6 +26,7 @@ import logging
 import random
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -38,6 +39,7 @@ from tornado.websocket import WebSocketClientConnection, websocket_connect
 from fx_endpoint.protocol import TaskState
 from fx_endpoint.version import PROTOCOL_VERSION, __version__
 
+from .errors import FxError
 from .tasks import decode_payload_fields
 
 if TYPE_CHECKING:
@@ -45,7 +47,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-Listener = Callable[[dict[str, Any]], None]
+#: A listener takes one event dict, or (``batch=True``) the list of one message's events.
+Listener = Callable[[Any], None]
 
 #: The kinds of events a listener can ask for.
 KINDS = ("tasks", "endpoints")
@@ -57,6 +60,10 @@ PING_INTERVAL = 20.0
 CONNECT_TIMEOUT = 10.0
 #: Events may carry many inline results at once.
 MAX_MESSAGE_SIZE = 1 << 30
+_CONNECT_OPTIONS: dict[str, Any] = {
+    "ping_interval": PING_INTERVAL,
+    "max_message_size": MAX_MESSAGE_SIZE,
+}
 
 
 def websocket_url(service_url: str) -> str:
@@ -96,10 +103,11 @@ class EventStream:
     """
 
     def __init__(self, client: Client) -> None:
-        self.client = client
+        # Weak: a client nobody uses any more is collected, and its finalizer closes us.
+        self._client = weakref.ref(client)
         self.url = websocket_url(client.base_url)
         self._lock = threading.Lock()
-        self._listeners: dict[int, tuple[str, Listener]] = {}
+        self._listeners: dict[int, tuple[str, bool, Listener]] = {}
         self._handles = count(1)
         self._watched: set[str] = set()
         self._recent: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
@@ -140,6 +148,14 @@ class EventStream:
             thread.join(timeout)
 
     @property
+    def client(self) -> Client:
+        """The client this stream belongs to."""
+        client = self._client()
+        if client is None:
+            raise FxError("the client of this event stream is gone")
+        return client
+
+    @property
     def connected(self) -> bool:
         return self._connected.is_set()
 
@@ -157,16 +173,20 @@ class EventStream:
         return self._connected.wait(timeout)
 
     # --- listeners and interest ----------------------------------------------------------------
-    def add_listener(self, callback: Listener, kind: str = "tasks") -> int:
+    def add_listener(self, callback: Listener, kind: str = "tasks", *, batch: bool = False) -> int:
         """Call ``callback(event)`` for each event of ``kind`` (``tasks`` or ``endpoints``);
-        returns a handle for :meth:`remove_listener`."""
+        returns a handle for :meth:`remove_listener`.
+
+        With ``batch=True`` the callback gets the list of events of one message instead (the
+        service coalesces them): one call per message, for listeners that take a lock.
+        """
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
         if not callable(callback):
             raise TypeError("callback must be callable")
         with self._lock:
             handle = next(self._handles)
-            self._listeners[handle] = (kind, callback)
+            self._listeners[handle] = (kind, batch, callback)
         return handle
 
     def remove_listener(self, handle: int) -> None:
@@ -217,36 +237,37 @@ class EventStream:
     # --- dispatch ------------------------------------------------------------------------------
     def dispatch_tasks(self, events: list[dict[str, Any]]) -> None:
         """Decode and deliver task events (from the socket or from a resync)."""
+        for event in events:
+            if "result" in event or "exception" in event:
+                decode_payload_fields(event)
         now = time.monotonic()
         with self._lock:
             keep = bool(self._pins)
+            watched = self._watched
             for event in events:
-                decode_payload_fields(event)
                 if event.get("status") in TaskState.TERMINAL:
                     task_id = event.get("task_id")
-                    if task_id in self._watched:
-                        self._watched.discard(task_id)
+                    if task_id in watched:
+                        watched.discard(task_id)
                     elif keep and isinstance(task_id, str):
                         self._recent[task_id] = (now, event)
-            listeners = [cb for kind, cb in self._listeners.values() if kind == "tasks"]
-        for event in events:
-            for callback in listeners:
-                self._call(callback, event)
+            listeners = [(b, cb) for kind, b, cb in self._listeners.values() if kind == "tasks"]
+        self._deliver(listeners, events)
 
     def dispatch_endpoints(self, endpoints: list[dict[str, Any]]) -> None:
         """Deliver endpoint status events."""
         with self._lock:
-            listeners = [cb for kind, cb in self._listeners.values() if kind == "endpoints"]
-        for endpoint in endpoints:
-            for callback in listeners:
-                self._call(callback, endpoint)
+            listeners = [(b, cb) for kind, b, cb in self._listeners.values() if kind == "endpoints"]
+        self._deliver(listeners, endpoints)
 
     @staticmethod
-    def _call(callback: Listener, event: dict[str, Any]) -> None:
-        try:
-            callback(event)
-        except Exception:
-            log.exception("fx event listener %r failed", callback)
+    def _deliver(listeners: list[tuple[bool, Listener]], events: list[dict[str, Any]]) -> None:
+        for batch, callback in listeners:
+            for item in (events,) if batch else events:
+                try:
+                    callback(item)
+                except Exception:
+                    log.exception("fx event listener %r failed", callback)
 
     def resync(self, task_ids: Iterable[str]) -> list[str]:
         """Ask ``batch_status`` for ``task_ids`` and dispatch the answers as events (on this
@@ -298,10 +319,16 @@ class EventStream:
         backoff = BACKOFF_FIRST
         warned = False
         while not self._stop.is_set():
+            if self._closed or self._client() is None:
+                return  # closed, or its client is gone: nobody is left to reconnect for
             try:
                 conn = await websocket_connect(self._request(), **_CONNECT_OPTIONS)
             except Exception as e:  # noqa: BLE001 - whatever broke, the answer is to retry
+                if self._closed or self._stop.is_set():
+                    return
                 self.last_error = e
+                # Logged, never printed: a script whose service went away first (its own
+                # teardown) gets one warning, and none once it closed its client.
                 level = logging.DEBUG if warned else logging.WARNING
                 log.log(level, "fx event stream: cannot connect to %s (%s); retrying", self.url, e)
                 warned = True
@@ -364,9 +391,3 @@ class EventStream:
             connect_timeout=CONNECT_TIMEOUT,
             request_timeout=CONNECT_TIMEOUT,
         )
-
-
-_CONNECT_OPTIONS: dict[str, Any] = {
-    "ping_interval": PING_INTERVAL,
-    "max_message_size": MAX_MESSAGE_SIZE,
-}

@@ -11,22 +11,30 @@ Three paths, each batched (DESIGN.md invariant 3):
   thread pool.
 * **re-attaching**: :meth:`Executor.get_futures` rebuilds futures for task ids (after a kernel
   restart): one ``batch_status`` for the finished ones, events for the rest.
+
+The submitter is a daemon thread (a stuck request must not hold a kernel up forever), so an
+``atexit`` hook lets every Executor send what is queued before the interpreter exits: a script
+that submits and exits, with or without ``shutdown(wait=False)``, loses nothing.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import threading
 import time
+import uuid
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import CancelledError, Future
 from concurrent.futures import Executor as _BaseExecutor
-from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_futures
 from typing import Any
 
 from fx_endpoint.protocol import TaskState
 
+from .background import BackgroundWorkers
 from .batch import check_walltime, encode_args, encode_task
 from .client import Client
 from .errors import FxAPIError, FxError
@@ -35,8 +43,14 @@ from .tasks import decode_payload_fields, outcome_of
 
 log = logging.getLogger(__name__)
 
-#: Threads that fetch results too large for an event (and send remote cancels).
-FETCH_THREADS = 2
+#: Threads that fetch results too large for an event and send remote cancels.
+BACKGROUND_THREADS = 2
+#: Seconds ``FxFuture.task_id`` waits for the service to accept a task when the client has no
+#: HTTP timeout of its own.
+TASK_ID_TIMEOUT = 60.0
+
+#: Executors that may still hold queued tasks (see :func:`_send_queued_at_exit`).
+_live: weakref.WeakSet[Executor] = weakref.WeakSet()
 
 
 class Executor(_BaseExecutor):
@@ -70,13 +84,20 @@ class Executor(_BaseExecutor):
         self._functions: dict[Any, str] = {}
         self._queue: deque[tuple[FxFuture, str]] = deque()
         self._queue_ready = threading.Condition(self._lock)
+        # Notified when queued tasks got their ids or will never get one (and when the queue
+        # drained): what FxFuture.task_id and the exit hook wait on.
+        self._acknowledged = threading.Condition(self._lock)
+        self._sending = False
+        #: Seconds ``FxFuture.task_id`` waits for the service to accept a task.
+        self.task_id_timeout = float(self.client.transport.http_timeout or TASK_ID_TIMEOUT)
         self._shutdown = False
         self._released = False
         self._submitter: threading.Thread | None = None
-        self._fetcher: ThreadPoolExecutor | None = None
-        self._listener = self._stream.add_listener(self._on_event)
+        self._background = BackgroundWorkers(BACKGROUND_THREADS, "fx-fetch")
+        self._listener = self._stream.add_listener(self._on_events, batch=True)
         #: Counters for diagnostics: requests sent and tasks they carried.
         self.stats = {"submit_requests": 0, "tasks_submitted": 0}
+        _live.add(self)
 
     def __repr__(self) -> str:
         return f"<fx Executor endpoint={self.endpoint_id} unfinished={len(self._unfinished)}>"
@@ -120,11 +141,8 @@ class Executor(_BaseExecutor):
         """``map(fn, *iterables)`` on the endpoint: all tasks go out in one submit; results
         come back in order. ``chunksize`` is accepted for compatibility: each call is one
         task already, batched on the wire."""
-        self._check_open()
         end_time = None if timeout is None else timeout + time.monotonic()
-        futures = self._enqueue(
-            self.register_function(fn), [(args, {}) for args in zip(*iterables)]
-        )
+        futures = self.map_futures(fn, *iterables)
 
         def results() -> Iterator[Any]:
             try:
@@ -139,6 +157,13 @@ class Executor(_BaseExecutor):
                 self._cancel_in_background(futures)
 
         return results()
+
+    def map_futures(self, fn: Callable[..., Any], *iterables: Iterable[Any]) -> list[FxFuture]:
+        """The futures of ``fn`` over ``iterables`` (as :meth:`map` submits them, in one
+        request), at once: to follow them (``BatchWidget.for_futures``), to collect them as they
+        complete, or to keep their task ids."""
+        self._check_open()
+        return self._enqueue(self.register_function(fn), [(args, {}) for args in zip(*iterables)])
 
     def _check_open(self) -> None:
         if self._shutdown:
@@ -180,7 +205,8 @@ class Executor(_BaseExecutor):
     def _forget(self, future: Future) -> None:  # type: ignore[type-arg]
         with self._lock:
             self._unfinished.discard(future)  # type: ignore[arg-type]
-        self._release_if_finished()
+        if self._shutdown:
+            self._release_if_finished()
 
     def _submit_loop(self) -> None:
         while True:
@@ -191,10 +217,54 @@ class Executor(_BaseExecutor):
                     break
                 items = list(self._queue)
                 self._queue.clear()
-            items = [(f, fragment) for f, fragment in items if not f.cancelled()]
-            if items:
-                self._send(items)
+                self._sending = True
+                dropped = [f for f, _ in items if f.cancel_requested]
+                for future in dropped:
+                    future.unsent = True
+                if dropped:
+                    items = [(f, fragment) for f, fragment in items if not f.cancel_requested]
+                    self._acknowledged.notify_all()
+            try:
+                if items:
+                    self._send(items)
+            finally:
+                with self._lock:
+                    self._sending = False
+                    self._acknowledged.notify_all()
         self._release_if_finished()
+
+    def wait_for_task_id(self, future: FxFuture) -> str | None:
+        """``future.task_id``: wait until the service accepted its task (see FxFuture)."""
+        if threading.current_thread() is self._submitter:
+            # A done callback on the submitter thread: waiting here would wait for itself.
+            return future.known_task_id
+        with self._acknowledged:
+            settled = self._acknowledged.wait_for(
+                lambda: future.known_task_id is not None or future.unsent,
+                self.task_id_timeout,
+            )
+        if future.known_task_id is not None:
+            return future.known_task_id
+        if not settled:
+            raise TimeoutError(
+                f"the service has not accepted the task within {self.task_id_timeout:g}s; "
+                f"its submit is still in flight (the future completes when it is done)"
+            )
+        try:
+            # Set already, or being set by the thread that is cancelling it.
+            error = future.exception(self.task_id_timeout)
+        except CancelledError:
+            return None  # cancelled before it was sent: there is no task
+        if error is None:
+            return None
+        raise error
+
+    def _flush(self, timeout: float) -> bool:
+        """Wait until every queued task was sent (or failed); False on timeout."""
+        with self._acknowledged:
+            return self._acknowledged.wait_for(
+                lambda: not self._queue and not self._sending, timeout
+            )
 
     def _send(self, items: list[tuple[FxFuture, str]]) -> None:
         """One submit of queued tasks (more than one request only above the size limits)."""
@@ -208,13 +278,20 @@ class Executor(_BaseExecutor):
                 self.stats["submit_requests"] += 1
                 self.stats["tasks_submitted"] += len(task_ids)
         except Exception as e:  # noqa: BLE001 - the futures carry any failure to the caller
-            for future in futures[sent:]:
+            failed = futures[sent:]
+            for future in failed:
                 future.fail(e)
+            with self._lock:  # after fail(): a reader of task_id finds the error set
+                for future in failed:
+                    future.unsent = True
+                self._acknowledged.notify_all()
         # A (re)connect during the request may have lost events of these tasks; once connected,
         # the stream itself resyncs everything watched, so only this window needs a check.
         now = self._stream.generation
         if sent and now is not None and now != generation:
-            self._resync([f.task_id for f in futures[:sent] if f.task_id and not f.done()])
+            self._resync(
+                [f.known_task_id for f in futures[:sent] if f.known_task_id and not f.done()]
+            )
 
     def _register(self, pairs: Iterable[tuple[str, FxFuture]]) -> None:
         """Attach task ids to futures; complete at once those whose end already arrived."""
@@ -226,7 +303,7 @@ class Executor(_BaseExecutor):
                 future.task_id = task_id
                 if future.status == "submitting":
                     future.status = TaskState.WAITING_FOR_EP
-                if future.cancelled():
+                if future.cancel_requested:
                     cancel.append(future)
                     continue
                 event = self._stream.take_recent(task_id)
@@ -236,36 +313,42 @@ class Executor(_BaseExecutor):
                     self._pending[task_id] = future
                     watch.append(task_id)
             self._stream.watch(watch)
+            self._acknowledged.notify_all()
         for future, event in arrived:
             self._complete(future, event)
-        for future in cancel:  # cancelled while its submit was in flight
-            self._background(self._cancel_remote, future)
+        if cancel:  # cancelled while their submit was in flight
+            self._background.submit(self._cancel_many, cancel)
 
     # --- completing --------------------------------------------------------------------------
-    def _on_event(self, event: dict[str, Any]) -> None:
-        task_id = event.get("task_id")
+    def _on_events(self, events: list[dict[str, Any]]) -> None:
+        ended: list[tuple[FxFuture, dict[str, Any]]] = []
         with self._lock:
-            future = self._pending.get(task_id)  # type: ignore[arg-type]
-            if future is None:
-                return
-            if event.get("status") not in TaskState.TERMINAL:
-                future.note_event(event)
-                return
-            del self._pending[task_id]  # type: ignore[arg-type]
-        self._complete(future, event)
+            pending = self._pending
+            for event in events:
+                future = pending.get(event.get("task_id"))  # type: ignore[arg-type]
+                if future is None:
+                    continue
+                if event.get("status") in TaskState.TERMINAL:
+                    del pending[event["task_id"]]
+                    ended.append((future, event))
+                else:
+                    future.note_event(event)
+        for future, event in ended:
+            self._complete(future, event)
 
     def _complete(self, future: FxFuture, event: dict[str, Any]) -> None:
         future.note_event(event)
         outcome = outcome_of(event)
         if outcome is None:  # ended without its payload inline: too large for an event
-            self._background(self._fetch, future)
+            self._background.submit(self._fetch, future)
         else:
             future.resolve(outcome)
 
     def _fetch(self, future: FxFuture) -> None:
-        assert future.task_id is not None
+        task_id = future.known_task_id
+        assert task_id is not None
         try:
-            record = decode_payload_fields(self.client.get_task_record(future.task_id))
+            record = decode_payload_fields(self.client.get_task_record(task_id))
         except Exception as e:  # noqa: BLE001 - the future carries the failure to the caller
             future.fail(e)
             return
@@ -274,27 +357,24 @@ class Executor(_BaseExecutor):
         if outcome is None:
             future.fail(
                 FxError(
-                    f"task {future.task_id} ended {record.get('status')} without a "
+                    f"task {task_id} ended {record.get('status')} without a "
                     f"result the service could return"
                 )
             )
         else:
             future.resolve(outcome)
 
-    def _background(self, fn: Callable[[FxFuture], object], future: FxFuture) -> None:
-        with self._lock:
-            if self._fetcher is None:
-                self._fetcher = ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="fx-fetch")
-            fetcher = self._fetcher
-        fetcher.submit(fn, future)
+    def _resync(self, task_ids: list[str], *, quiet: bool = True) -> None:
+        """batch_status for ``task_ids``; ids the service does not know fail their futures.
 
-    def _resync(self, task_ids: list[str]) -> None:
-        """batch_status for ``task_ids``; ids the service does not know fail their futures."""
+        A failure is logged when ``quiet`` (the tasks were just submitted: the stream asks
+        again after its next reconnect, and their later events still arrive), else raised.
+        """
         try:
             unknown = self._stream.resync(task_ids)
-        except Exception as e:  # noqa: BLE001 - logged; later events or a reconnect cover it
-            # Not fatal: the stream asks again after its next reconnect, and later events of
-            # these tasks still arrive.
+        except Exception as e:
+            if not quiet:
+                raise
             log.warning("fx: could not ask the service about %d tasks: %s", len(task_ids), e)
             return
         for task_id in unknown:
@@ -307,51 +387,99 @@ class Executor(_BaseExecutor):
     # --- cancelling --------------------------------------------------------------------------
     def cancel_future(self, future: FxFuture) -> bool:
         """``future.cancel()``: drop it if not sent yet, else cancel the remote task."""
-        if future.task_id is None:
+        with self._lock:  # against _register: either it sees the flag, or we see the id
+            unsent = future.known_task_id is None
+            if unsent:
+                future.cancel_requested = True
+        if unsent:
             # Still queued (the submitter skips it) or in flight (cancelled at registration).
             return future.mark_cancelled()
         return self._cancel_remote(future)
 
     def _cancel_in_background(self, futures: Iterable[FxFuture]) -> None:
-        """Cancel many futures: unsent ones at once, remote tasks from the fetch threads."""
+        """Cancel many futures: unsent ones at once, remote tasks from a background thread."""
+        remote = []
         for future in futures:
             if future.done():
                 continue
-            if future.task_id is None:
+            if future.known_task_id is None:
                 future.mark_cancelled()
             else:
-                self._background(self._cancel_remote, future)
+                remote.append(future)
+        if remote:
+            self._background.submit(self._cancel_many, remote)
+
+    def _cancel_many(self, futures: list[FxFuture]) -> None:
+        for i, future in enumerate(futures):
+            if future.done():
+                continue
+            try:
+                self._cancel_remote(future)
+            except Exception as e:  # noqa: BLE001 - the service is unreachable or refuses
+                rest = [f for f in futures[i:] if not f.done()]
+                log.warning(
+                    "fx: cannot cancel %d tasks (%s); their futures are cancelled here, but the "
+                    "tasks may still run",
+                    len(rest),
+                    e,
+                )
+                for f in rest:
+                    self._forget_remote(f)
+                    f.mark_cancelled()
+                return
 
     def _cancel_remote(self, future: FxFuture) -> bool:
-        assert future.task_id is not None
+        task_id = future.known_task_id
+        assert task_id is not None
         try:
-            task = self.client.cancel(future.task_id)
+            task = self.client.cancel(task_id)
         except FxAPIError as e:
             if 400 <= e.http_status < 500:
                 return False  # already finished, or unknown: nothing to cancel
             raise
         if task["status"] in (TaskState.SUCCESS, TaskState.FAILED):
             return False  # finished first; its event completes the future
-        with self._lock:
-            self._pending.pop(future.task_id, None)
-        self._stream.unwatch([future.task_id])
+        self._forget_remote(future)
         return future.mark_cancelled()
+
+    def _forget_remote(self, future: FxFuture) -> None:
+        """Stop waiting for the events of a future's task."""
+        task_id = future.known_task_id
+        if task_id is None:
+            return
+        with self._lock:
+            self._pending.pop(task_id, None)
+        self._stream.unwatch([task_id])
 
     # --- re-attaching ------------------------------------------------------------------------
     def get_futures(self, task_ids: Iterable[str]) -> list[FxFuture]:
         """Futures for tasks submitted earlier (e.g. before a kernel restart), in order."""
         if self._shutdown:
             raise RuntimeError("cannot attach futures after shutdown")
-        ids = list(task_ids)
-        futures = [FxFuture(self, self.endpoint_id) for _ in ids]
-        for future in futures:
-            future.status = "unknown"
-        self._track(futures)
-        self._register(zip(ids, futures))
+        ids = _task_id_list(task_ids)
+        # One future per task: an id given twice, or one this executor already follows, maps
+        # to the same future (two futures under one id would leave one pending forever).
+        by_id: dict[str, FxFuture] = {}
         with self._lock:
-            waiting = [t for t in ids if t in self._pending]
-        self._resync(waiting)
-        return futures
+            for task_id in ids:
+                known = self._pending.get(task_id)
+                if known is not None:
+                    by_id[task_id] = known
+        new = {t: FxFuture(self, self.endpoint_id) for t in dict.fromkeys(ids) if t not in by_id}
+        for future in new.values():
+            future.status = "unknown"
+        self._track(list(new.values()))
+        self._register(new.items())
+        by_id.update(new)
+        with self._lock:
+            waiting = [t for t in new if self._pending.get(t) is new[t]]
+        try:
+            self._resync(waiting, quiet=False)
+        except Exception as e:  # noqa: BLE001 - the futures carry it: nothing else will come
+            for task_id in waiting:
+                self._forget_remote(new[task_id])
+                new[task_id].fail(e)
+        return [by_id[t] for t in ids]
 
     # --- shutting down -----------------------------------------------------------------------
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
@@ -388,9 +516,38 @@ class Executor(_BaseExecutor):
             ):
                 return
             self._released = True
-            fetcher, self._fetcher = self._fetcher, None
         self._stream.remove_listener(self._listener)
-        if fetcher is not None:
-            fetcher.shutdown(wait=False)
+        self._background.stop()
         if self._owns_client:
             self.client.close()
+
+
+def _task_id_list(task_ids: Iterable[Any]) -> list[str]:
+    """``task_ids`` as a list of id strings; a bad entry is refused, by position, up front."""
+    if isinstance(task_ids, (str, bytes)):
+        raise TypeError(
+            f"task_ids must be a list of task ids, not one {type(task_ids).__name__} "
+            f"(get_futures([task_id]) for one task)"
+        )
+    ids = []
+    for index, task_id in enumerate(task_ids):
+        if isinstance(task_id, uuid.UUID):
+            task_id = str(task_id)
+        if not isinstance(task_id, str):
+            raise TypeError(
+                f"task_ids[{index}] must be a task id string, got {type(task_id).__name__} "
+                f"{task_id!r}"
+            )
+        if not task_id.strip() or "/" in task_id:
+            raise ValueError(f"task_ids[{index}] is not a task id: {task_id!r}")
+        ids.append(task_id)
+    return ids
+
+
+@atexit.register
+def _send_queued_at_exit() -> None:
+    """Give every Executor's submitter (a daemon thread) the time to send what is queued,
+    each bounded by its client's HTTP timeout, before the interpreter stops it."""
+    for executor in list(_live):
+        if not executor._flush(executor.task_id_timeout):
+            log.warning("fx: tasks still queued at exit were not sent: the service did not answer")

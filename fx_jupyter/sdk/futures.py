@@ -26,14 +26,17 @@ SUBMITTING = "submitting"
 class FxFuture(Future):  # type: ignore[type-arg]
     """The result of an fx task, to come.
 
-    ``task_id`` is set once the service accepted the task (None before); ``status`` is the
-    task's last known state (funcX's names); ``stdout``/``stderr`` are what the function
-    printed, when the task ended with them.
+    ``task_id`` is the task's id (reading it waits until the service accepted the task);
+    ``status`` is the task's last known state (funcX's names); ``stdout``/``stderr`` are what
+    the function printed, when the task ended with them.
     """
 
     def __init__(self, executor: Executor | None = None, endpoint_id: str | None = None) -> None:
         super().__init__()
-        self.task_id: str | None = None
+        self._task_id: str | None = None
+        #: Set (with the executor's lock held) when the task will never get an id: its submit
+        #: failed, or it was cancelled before it was sent.
+        self.unsent = False
         self.endpoint_id = endpoint_id
         self.status = SUBMITTING
         self.stdout = ""
@@ -41,13 +44,39 @@ class FxFuture(Future):  # type: ignore[type-arg]
         self._executor = executor
         self._cancel_lock = threading.Lock()
         self._cancel_notified = False
+        #: Set (before the state changes) once cancelled: a lock-free check for hot loops.
+        self.cancel_requested = False
 
     def __repr__(self) -> str:
         state = self.status if not self.done() else self._state.lower()
-        return f"<FxFuture task_id={self.task_id} status={state}>"
+        return f"<FxFuture task_id={self._task_id} status={state}>"
 
     def _repr_html_(self) -> str:
-        return reprs.future_html(self.task_id, self.status, self.endpoint_id)
+        return reprs.future_html(self._task_id, self.status, self.endpoint_id)
+
+    @property
+    def task_id(self) -> str | None:
+        """The task's id, as soon as the service has accepted the task.
+
+        ``submit`` returns before its request is sent (a background thread batches requests),
+        so reading this right after ``submit`` waits for that request, at most the client's
+        HTTP timeout (then ``TimeoutError``). A submit that failed raises its error here too;
+        a future cancelled before its task was sent has no id (None).
+        """
+        task_id = self._task_id
+        if task_id is not None or self._executor is None:
+            return task_id
+        return self._executor.wait_for_task_id(self)
+
+    @task_id.setter
+    def task_id(self, value: str | None) -> None:
+        self._task_id = value
+
+    @property
+    def known_task_id(self) -> str | None:
+        """The task's id if the service accepted the task already, else None; never waits
+        (for displays and callbacks that must not block)."""
+        return self._task_id
 
     def running(self) -> bool:
         """Whether the task is running on a worker right now."""
@@ -68,7 +97,9 @@ class FxFuture(Future):  # type: ignore[type-arg]
     def mark_cancelled(self) -> bool:
         """Cancel locally (no request): the task is known to be, or will be, cancelled."""
         with self._cancel_lock:
+            self.cancel_requested = True
             if not Future.cancel(self):
+                self.cancel_requested = False
                 return False
             self.status = TaskState.CANCELLED
             if not self._cancel_notified:
@@ -100,13 +131,14 @@ class FxFuture(Future):  # type: ignore[type-arg]
             pass
 
     def note_event(self, event: dict[str, Any]) -> None:
-        """Remember what an event says about the task (state, output)."""
+        """Remember what an event says about the task (state, output, endpoint)."""
         status = event.get("status")
         if isinstance(status, str):
             self.status = status
-        if event.get("endpoint_id"):
-            self.endpoint_id = event["endpoint_id"]
         if event.get("stdout"):
             self.stdout = event["stdout"]
         if event.get("stderr"):
             self.stderr = event["stderr"]
+        endpoint_id = event.get("endpoint_id")
+        if endpoint_id and endpoint_id != self.endpoint_id:
+            self.endpoint_id = endpoint_id

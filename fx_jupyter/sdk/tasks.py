@@ -25,7 +25,7 @@ PAYLOAD_FIELDS = ("result", "exception")
 def b64decode(value: str) -> bytes:
     """Decode a payload field; a malformed one is a :class:`DeserializationError`."""
     try:
-        return base64.b64decode(value)
+        return base64.b64decode(value, validate=True)
     except (binascii.Error, TypeError, ValueError) as e:
         raise DeserializationError(f"payload is not valid base64: {e}") from None
 

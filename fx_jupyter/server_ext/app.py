@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -46,15 +47,17 @@ _PERSONAL_PROVIDERS = (IdentityProvider, PasswordIdentityProvider, LegacyIdentit
 _BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
 
 
-def _env_default(trait: str, env: str, cast: Callable[[str], Any], fallback: Any) -> Any:
+def _env_default(
+    trait: str, env: str, cast: Callable[[str], Any], fallback: Callable[[Any], Any] | None = None
+) -> Any:
     """A traitlets dynamic default: the environment variable ``env`` if set, else ``fallback``
-    (a value, or a function of the app)."""
+    (a function of the app) or the trait's own default."""
 
     @default(trait)
     def _default(self: FxService) -> Any:
         raw = os.environ.get(env, "")
         if raw == "":
-            return fallback(self) if callable(fallback) else fallback
+            return fallback(self) if fallback else self.traits()[trait].default_value
         try:
             value = cast(raw)
         except (ValueError, KeyError):
@@ -91,6 +94,8 @@ def _checked(trait: str, value: Any) -> Any:
         raise TraitError(f"broker_port {value} is not a TCP port (0 picks a free one)")
     elif trait in _POSITIVE and value <= 0:
         raise TraitError(f"{trait} must be positive, not {value}")
+    elif trait == "result_ttl" and not value >= 0:  # also refuses NaN
+        raise TraitError(f"result_ttl must be 0 (keep forever) or positive seconds, not {value}")
     return value
 
 
@@ -120,85 +125,92 @@ class FxService(ExtensionApp):
     _env_db_url = _env_default("db_url", "FX_DB_URL", str, _default_db_url)
 
     broker_ip = Unicode(
+        "127.0.0.1",
         help="""Interface the ZeroMQ broker binds to. 0.0.0.0 (or ::) for endpoints on
         other hosts; then set broker_public_host if the host name is not what they should use.
         Env: FX_BROKER_IP.""",
     ).tag(config=True)
-    _env_broker_ip = _env_default("broker_ip", "FX_BROKER_IP", str, "127.0.0.1")
+    _env_broker_ip = _env_default("broker_ip", "FX_BROKER_IP", str)
 
     broker_port = Int(
+        0,
         help="""TCP port of the ZeroMQ broker; 0 picks a free one on first start and reuses it
         afterwards (it is remembered in the store). Env: FX_BROKER_PORT.""",
     ).tag(config=True)
-    _env_broker_port = _env_default("broker_port", "FX_BROKER_PORT", int, 0)
+    _env_broker_port = _env_default("broker_port", "FX_BROKER_PORT", int)
 
     broker_public_host = Unicode(
+        "",
         help="""Host name or address endpoints connect to (the broker URL handed out at
-        registration). Default: broker_ip, or this machine's FQDN when binding to all
+        registration). Empty: broker_ip, or this machine's FQDN when binding to all
         interfaces. Env: FX_BROKER_PUBLIC_HOST.""",
     ).tag(config=True)
-    _env_broker_public_host = _env_default("broker_public_host", "FX_BROKER_PUBLIC_HOST", str, "")
+    _env_broker_public_host = _env_default("broker_public_host", "FX_BROKER_PUBLIC_HOST", str)
 
     heartbeat_period = Float(
+        5.0,
         help="""Seconds between endpoint heartbeats, for endpoints whose hello does not say.
         Env: FX_HEARTBEAT_PERIOD.""",
     ).tag(config=True)
-    _env_heartbeat_period = _env_default("heartbeat_period", "FX_HEARTBEAT_PERIOD", float, 5.0)
+    _env_heartbeat_period = _env_default("heartbeat_period", "FX_HEARTBEAT_PERIOD", float)
 
     heartbeat_threshold = Float(
+        30.0,
         help="""Seconds without any message after which an endpoint (whose hello does not say)
         is offline and its unfinished tasks return to waiting-for-ep.
         Env: FX_HEARTBEAT_THRESHOLD.""",
     ).tag(config=True)
-    _env_heartbeat_threshold = _env_default(
-        "heartbeat_threshold", "FX_HEARTBEAT_THRESHOLD", float, 30.0
-    )
+    _env_heartbeat_threshold = _env_default("heartbeat_threshold", "FX_HEARTBEAT_THRESHOLD", float)
 
     max_request_size = Int(
+        512 * 1024 * 1024,
         help="""Largest request body in bytes; larger ones get 413 naming both sizes. Keep it
-        at most ServerApp.max_body_size (512 MiB), which Tornado enforces before fx sees the
-        request. Env: FX_MAX_REQUEST_SIZE.""",
+        at most ServerApp.max_body_size (also 512 MiB), which Tornado enforces before fx sees
+        the request. Env: FX_MAX_REQUEST_SIZE.""",
     ).tag(config=True)
-    _env_max_request_size = _env_default(
-        "max_request_size", "FX_MAX_REQUEST_SIZE", int, 512 * 1024 * 1024
-    )
+    _env_max_request_size = _env_default("max_request_size", "FX_MAX_REQUEST_SIZE", int)
 
     max_tasks_per_request = Int(
+        100_000,
         help="""Most tasks in one POST submit, and most ids in one POST batch_status.
         Env: FX_MAX_TASKS_PER_REQUEST.""",
     ).tag(config=True)
-    _env_max_tasks = _env_default("max_tasks_per_request", "FX_MAX_TASKS_PER_REQUEST", int, 100_000)
+    _env_max_tasks = _env_default("max_tasks_per_request", "FX_MAX_TASKS_PER_REQUEST", int)
 
     event_inline_limit = Int(
+        256 * 1024,
         help="""Largest result (or exception) payload in bytes pushed inline, base64, with a
         terminal task event; larger ones are fetched with GET tasks/{id}.
         Env: FX_EVENT_INLINE_LIMIT.""",
     ).tag(config=True)
-    _env_event_inline = _env_default("event_inline_limit", "FX_EVENT_INLINE_LIMIT", int, 256 * 1024)
+    _env_event_inline = _env_default("event_inline_limit", "FX_EVENT_INLINE_LIMIT", int)
 
     event_flush_interval = Float(
+        0.005,
         help="""Seconds between two event messages to one user: changes within the window are
-        coalesced. An idle stream sends at once. Env: FX_EVENT_FLUSH_INTERVAL.""",
+        coalesced; terminal changes and an idle stream go out at once.
+        Env: FX_EVENT_FLUSH_INTERVAL.""",
     ).tag(config=True)
-    _env_event_flush = _env_default("event_flush_interval", "FX_EVENT_FLUSH_INTERVAL", float, 0.005)
+    _env_event_flush = _env_default("event_flush_interval", "FX_EVENT_FLUSH_INTERVAL", float)
 
     read_threads = Int(
+        4,
         help="""Threads (and database connections) for store reads. Env: FX_READ_THREADS.""",
     ).tag(config=True)
-    _env_read_threads = _env_default("read_threads", "FX_READ_THREADS", int, 4)
+    _env_read_threads = _env_default("read_threads", "FX_READ_THREADS", int)
 
     dispatch_batch_size = Int(
+        1000,
         help="""Most tasks in one message to an endpoint, and per store read of a backlog.
         Env: FX_DISPATCH_BATCH_SIZE.""",
     ).tag(config=True)
-    _env_dispatch_batch = _env_default("dispatch_batch_size", "FX_DISPATCH_BATCH_SIZE", int, 1000)
+    _env_dispatch_batch = _env_default("dispatch_batch_size", "FX_DISPATCH_BATCH_SIZE", int)
 
     function_cache_size = Int(
+        256 * 1024 * 1024,
         help="""Bytes of function payloads kept in memory. Env: FX_FUNCTION_CACHE_SIZE.""",
     ).tag(config=True)
-    _env_function_cache = _env_default(
-        "function_cache_size", "FX_FUNCTION_CACHE_SIZE", int, 256 * 1024 * 1024
-    )
+    _env_function_cache = _env_default("function_cache_size", "FX_FUNCTION_CACHE_SIZE", int)
 
     single_user = Bool(
         None,
@@ -206,11 +218,19 @@ class FxService(ExtensionApp):
         help="""Whether every authenticated request belongs to one owner. A personal Jupyter
         server's token authenticates a person, but jupyter_server's stock identity providers
         give each token request a random anonymous name; fx then records everything under the
-        login name of the server's OS user. Default (None): true with those stock providers,
-        false with any other (JupyterHub's, a custom one), where the owner is
-        current_user.username. Env: FX_SINGLE_USER.""",
+        login name of the server's OS user. None (the default): true with those stock
+        providers, false with any other (JupyterHub's, a custom one), where the owner is
+        current_user.username. Env: FX_SINGLE_USER (true/false).""",
     ).tag(config=True)
-    _env_single_user = _env_default("single_user", "FX_SINGLE_USER", _boolean, None)
+    _env_single_user = _env_default("single_user", "FX_SINGLE_USER", _boolean)
+
+    result_ttl = Float(
+        7 * 24 * 3600.0,
+        help="""Seconds a finished task (success, failed, cancelled) and its result are kept
+        after completion; then both are purged and GET tasks/{id} answers 404. 0 keeps them
+        forever. Env: FX_RESULT_TTL.""",
+    ).tag(config=True)
+    _env_result_ttl = _env_default("result_ttl", "FX_RESULT_TTL", float)
 
     @validate(
         "db_url",
@@ -222,6 +242,7 @@ class FxService(ExtensionApp):
         "dispatch_batch_size",
         "heartbeat_period",
         "heartbeat_threshold",
+        "result_ttl",
     )
     def _validate_option(self, proposal: dict[str, Any]) -> Any:
         return _checked(proposal["trait"].name, proposal["value"])
@@ -237,7 +258,6 @@ class FxService(ExtensionApp):
         self.events = EventHub(log, self.event_flush_interval, self.event_inline_limit)
         self.dispatcher = Dispatcher(
             self.store,
-            self.registry,
             self.functions,
             self.events,
             log,
@@ -264,6 +284,9 @@ class FxService(ExtensionApp):
         self.single_owner = _login_name()
         self.base_path = url_path_join(self.serverapp.base_url, API_PREFIX) + "/"
         self._started: asyncio.Future[None] | None = None
+        self._purger: asyncio.Task[None] | None = None
+        #: Finished tasks purged by the result time-to-live since start; read by `stats`.
+        self.purged_results = 0
 
     def initialize_handlers(self) -> None:
         """Add the fx routes."""
@@ -271,7 +294,10 @@ class FxService(ExtensionApp):
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         """Start at server start so endpoints can connect before any request arrives."""
-        await asyncio.wait([self._start_once()])  # a failure is logged; requests answer 503
+        started = self._start_once()
+        await asyncio.wait([started])
+        if not started.cancelled():
+            started.exception()  # a failure was logged by _start; requests answer 503
 
     def _start_once(self) -> asyncio.Future[None]:
         if self._started is None:
@@ -291,6 +317,8 @@ class FxService(ExtensionApp):
             await self.registry.load()
             await self.broker.start()
             self.dispatcher.start(self.broker)
+            if self.result_ttl > 0:
+                self._purger = asyncio.create_task(self._purge_periodically())
         except Exception:
             self.log.exception("fx service failed to start (store %s)", self.store.url)
             raise
@@ -309,10 +337,24 @@ class FxService(ExtensionApp):
         if self._started is None:
             return
         await asyncio.wait([self._started])  # a failed start was logged; close what did start
+        if self._purger is not None:
+            self._purger.cancel()
+            await asyncio.wait([self._purger])
         await self.broker.stop()
         self.events.close()
         await self.dispatcher.stop()
         await self.store.close()
+
+    async def _purge_periodically(self) -> None:
+        """Purge expired results every tenth of the time-to-live (between 1 s and an hour), so
+        a result outlives its TTL by at most that period."""
+        period = max(1.0, min(self.result_ttl / 10, 3600.0))
+        while True:
+            await asyncio.sleep(period)
+            try:
+                self.purged_results += await self.store.purge_results(time.time() - self.result_ttl)
+            except Exception:  # a failed purge is retried next period
+                self.log.exception("fx service: purging expired results failed")
 
     # -- used by the handlers -----------------------------------------------------------------
 
@@ -336,6 +378,8 @@ class FxService(ExtensionApp):
                 "operations": writer.operations,
                 "failed_transactions": writer.failed_transactions,
                 "tasks": counts.get("*", {}),
+                "result_ttl": self.result_ttl,
+                "purged_results": self.purged_results,
             },
             "broker": {
                 "url": self.broker.url,

@@ -24,10 +24,9 @@ import math
 import socket
 import time
 from collections import Counter
-from typing import Any, cast
+from typing import Any
 
 import zmq
-import zmq.asyncio
 from zmq.auth.asyncio import AsyncioAuthenticator
 
 from fx_endpoint.protocol import (
@@ -50,14 +49,19 @@ from fx_endpoint.protocol import (
 
 from .dispatch import Dispatcher
 from .endpoints import EndpointRegistry
-from .store import EndpointRecord, ResultIn, TaskStore
+from .records import EndpointRecord, ResultIn
+from .store import TaskStore
 
 ZAP_DOMAIN = "fx"
 #: More credit than this in one message is nonsense, not capacity.
 MAX_CREDIT = 10_000_000
+#: Messages handled per wake-up of the receive loop before it yields to the event loop.
+DRAIN_BATCH = 100
 #: Log the first malformed messages, then only every LOG_EVERY-th, so garbage cannot flood logs.
 LOG_FIRST = 20
 LOG_EVERY = 1000
+#: Distinct kinds of malformed message counted by name in ``GET stats``; more go to "other".
+MAX_REASONS = 50
 
 #: The counters of :attr:`Broker.stats`, all reported (zero included) by ``GET stats``.
 COUNTERS = (
@@ -100,10 +104,11 @@ class Broker:
         self.public_host = public_host or _default_public_host(ip)
         self.port = 0
         self.public_key = ""
-        self._context: zmq.asyncio.Context | None = None
+        self._context: zmq.Context[Any] | None = None
         self._auth: AsyncioAuthenticator | None = None
-        self._socket: zmq.asyncio.Socket | None = None
-        self._recv_task: asyncio.Task[None] | None = None
+        self._socket: zmq.Socket[Any] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._check_scheduled = False
         self.stats: Counter[str] = Counter(dict.fromkeys(COUNTERS, 0))
         self.malformed_reasons: Counter[str] = Counter()
 
@@ -125,7 +130,7 @@ class Broker:
             public, secret = public_b.decode("ascii"), secret_b.decode("ascii")
         self.public_key = public
 
-        self._context = zmq.asyncio.Context()
+        self._context = zmq.Context()
         self._auth = AsyncioAuthenticator(self._context, log=self.log.getChild("zap"))
         self._auth.start()
         self._auth.configure_curve_callback(domain=ZAP_DOMAIN, credentials_provider=self)
@@ -146,7 +151,9 @@ class Broker:
         await self.store.set_state(
             {_STATE_PORT: str(self.port), _STATE_PUBLIC: public, _STATE_SECRET: secret}
         )
-        self._recv_task = asyncio.ensure_future(self._receive())
+        self._loop = asyncio.get_running_loop()
+        self._loop.add_reader(sock.FD, self._readable)
+        self._check_soon()  # the FD only signals changes: look once for what is already there
         self.log.info("fx broker listening on %s (Curve key %s)", self.url, public)
 
     def _bind(self, sock: zmq.Socket[Any], state: dict[str, str]) -> int:
@@ -170,12 +177,8 @@ class Broker:
 
     async def stop(self) -> None:
         """Stop serving and release the socket, the authenticator and the context."""
-        if self._recv_task is not None:
-            self._recv_task.cancel()
-            try:
-                await self._recv_task
-            except asyncio.CancelledError:
-                pass
+        if self._loop is not None and self._socket is not None:
+            self._loop.remove_reader(self._socket.FD)
         if self._auth is not None:
             self._auth.stop()
         if self._socket is not None:
@@ -190,45 +193,73 @@ class Broker:
         allowed = self.registry.by_key(key.decode("ascii", "replace")) is not None
         if not allowed:
             self.stats["refused_keys"] += 1
-            self.log.warning("fx broker: refused a connection with unregistered key %r", key)
+            n = self.stats["refused_keys"]
+            if n <= LOG_FIRST or n % LOG_EVERY == 0:  # a refused client retries forever
+                self.log.warning(
+                    "fx broker: refused a connection with unregistered key %r (#%d); run "
+                    "`fx-endpoint configure` on that endpoint",
+                    key,
+                    n,
+                )
         return allowed
 
     # -- sending ------------------------------------------------------------------------------
 
     def send(self, identity: bytes, msg_type: str, body: dict[str, Any], frames: list[Any]) -> None:
-        """Queue a message to one connection (never blocks: ROUTER with no send limit)."""
+        """Send a message to one connection now (never blocks: ROUTER with no send limit)."""
         if self._socket is None or self._socket.closed:
             return
-        parts = [identity, *encode(msg_type, body, frames)]
-        future = cast("asyncio.Future[Any]", self._socket.send_multipart(parts, copy=False))
-        self.stats["messages_out"] += 1
-        future.add_done_callback(self._sent)
-
-    def _sent(self, future: asyncio.Future[Any]) -> None:
-        if future.cancelled():
-            return
-        error = future.exception()
-        if error is not None:  # the peer is gone (EHOSTUNREACH): its link times out
+        try:
+            self._socket.send_multipart(
+                [identity, *encode(msg_type, body, frames)], zmq.NOBLOCK, copy=False
+            )
+        except zmq.ZMQError as e:  # the peer is gone (EHOSTUNREACH): its link times out
             self.stats["send_errors"] += 1
-            self.log.debug("fx broker: send failed: %s", error)
+            self.log.debug("fx broker: send failed: %s", e)
+        else:
+            self.stats["messages_out"] += 1
+        self._check_soon()
 
     # -- receiving ----------------------------------------------------------------------------
+    #
+    # A plain socket on the loop's reader callback, as pyzmq's ZMQStream does it, rather than
+    # zmq.asyncio: no future per message. ZeroMQ's FD is edge-triggered: it signals that the
+    # socket's state changed, not that a message is waiting, and any operation on the socket
+    # (a send too) may consume that signal. So the reader drains until EAGAIN, and every send
+    # schedules a look at the socket's events on the next loop turn.
 
-    async def _receive(self) -> None:
-        assert self._socket is not None
-        while True:
+    def _readable(self) -> None:
+        sock = self._socket
+        if sock is None or sock.closed:
+            return
+        for _ in range(DRAIN_BATCH):
             try:
-                frames = await self._socket.recv_multipart(copy=False)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
             except zmq.ZMQError as e:
-                if self._socket.closed:
-                    return
                 self.log.error("fx broker: receive failed: %s", e)
-                continue
-            try:
-                self._handle(frames)
-            except Exception:
-                self.stats["internal_errors"] += 1
-                self.log.exception("fx broker: failed to handle a message")
+                return
+            self._handle_safely(frames)
+        self._check_soon()  # more may wait: let the loop breathe, then continue
+
+    def _check_soon(self) -> None:
+        if not self._check_scheduled and self._loop is not None:
+            self._check_scheduled = True
+            self._loop.call_soon(self._check)
+
+    def _check(self) -> None:
+        self._check_scheduled = False
+        sock = self._socket
+        if sock is not None and not sock.closed and int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+            self._readable()
+
+    def _handle_safely(self, frames: list[zmq.Frame]) -> None:
+        try:
+            self._handle(frames)
+        except Exception:
+            self.stats["internal_errors"] += 1
+            self.log.exception("fx broker: failed to handle a message")
 
     def _handle(self, frames: list[zmq.Frame]) -> None:
         self.stats["messages_in"] += 1
@@ -311,7 +342,10 @@ class Broker:
 
     def _malformed(self, record: EndpointRecord | None, reason: str) -> None:
         self.stats["malformed_messages"] += 1
-        self.malformed_reasons[reason.split(":")[0][:80]] += 1
+        kind = reason.split(":")[0][:80]
+        if kind not in self.malformed_reasons and len(self.malformed_reasons) >= MAX_REASONS:
+            kind = "other"  # reasons quote what peers sent: keep the table bounded
+        self.malformed_reasons[kind] += 1
         if record is not None:
             self.dispatcher.per_endpoint[record.endpoint_id]["malformed_messages"] += 1
         n = self.stats["malformed_messages"]
@@ -382,10 +416,11 @@ def _results(body: dict[str, Any], frames: list[Any]) -> list[ResultIn]:
         ):
             raise ProtocolError(f"results[{i}].retries is not a non-negative integer")
         transitions = header.get("transitions") or {}
-        if not isinstance(transitions, dict) or not all(
-            state in TaskState.AT_ENDPOINT and _is_number(t) for state, t in transitions.items()
-        ):
-            raise ProtocolError(f"results[{i}].transitions is not {{endpoint state: timestamp}}")
+        if not isinstance(transitions, dict):
+            raise ProtocolError(f"results[{i}].transitions is not an object")
+        for state, when in transitions.items():
+            if state not in TaskState.AT_ENDPOINT or not _is_number(when):
+                raise ProtocolError(f"results[{i}].transitions has {state!r}: {when!r}")
         data = frame.buffer if hasattr(frame, "buffer") else frame
         when = float(ts) if ts is not None else time.time()
         out.append(

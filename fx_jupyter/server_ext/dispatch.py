@@ -22,6 +22,7 @@ service acknowledge results to the endpoint and push events to the user (invaria
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections import Counter, OrderedDict, defaultdict
@@ -32,11 +33,11 @@ from typing import TYPE_CHECKING, Any
 from fx_endpoint.protocol import CANCEL, REJECT, RESULTS_ACK, TASKS, WELCOME
 from fx_endpoint.version import PROTOCOL_VERSION, __version__
 
-from .endpoints import EndpointRegistry
 from .events import EventHub
 from .functions import FunctionRegistry
 from .models import endpoint_status
-from .store import Change, EndpointRecord, Reports, ResultIn, TaskStore
+from .records import Change, EndpointRecord, Reports, ResultIn
+from .store import TaskStore
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -109,7 +110,6 @@ class Dispatcher:
     def __init__(
         self,
         store: TaskStore,
-        registry: EndpointRegistry,
         functions: FunctionRegistry,
         events: EventHub,
         log: logging.Logger,
@@ -119,7 +119,6 @@ class Dispatcher:
         heartbeat_threshold: float,
     ) -> None:
         self.store = store
-        self.registry = registry
         self.functions = functions
         self.events = events
         self.log = log
@@ -131,6 +130,8 @@ class Dispatcher:
         self._by_identity: dict[bytes, Link] = {}
         self._background: set[asyncio.Future[Any]] = set()
         self._monitor: asyncio.Task[None] | None = None
+        self._dirty: dict[Link, None] = {}  # links to send to on the next loop turn, in order
+        self._flush: asyncio.Handle | None = None
         #: Per endpoint id: malformed_messages, duplicate_results, unknown_results.
         self.per_endpoint: defaultdict[str, Counter[str]] = defaultdict(Counter)
         self.totals: Counter[str] = Counter(
@@ -143,6 +144,7 @@ class Dispatcher:
         """Send through ``broker`` and start watching heartbeats."""
         self.broker = broker
         self._monitor = asyncio.ensure_future(self._watch_heartbeats())
+        self._monitor.add_done_callback(self._done)
 
     async def stop(self) -> None:
         """Stop watching and wait for report handling already under way."""
@@ -376,8 +378,35 @@ class Dispatcher:
             self._send(link, CANCEL, {"task_ids": maybe_sent})
 
     def _kick(self, link: Link) -> None:
-        if link.pump is None and link.ready and link.credit > 0 and not link.closed:
-            link.pump = asyncio.ensure_future(self._pump(link))
+        """Something changed (credit, new tasks, ready): send on the next loop turn.
+
+        Everything that changes within one loop turn goes out together: one ``tasks`` message
+        per endpoint and turn.
+        """
+        if link.ready and not link.closed and link.credit > 0 and link.pump is None:
+            self._dirty[link] = None
+            if self._flush is None:
+                self._flush = asyncio.get_running_loop().call_soon(self._send_ready)
+
+    def _send_ready(self) -> None:
+        """Send what needs no waiting (hot tasks whose functions are cached) right here; hand
+        the rest (backlog reads, uncached functions) to the link's asynchronous pump."""
+        self._flush = None
+        dirty, self._dirty = self._dirty, {}
+        for link in dirty:
+            if link.closed or link.pump is not None:
+                continue
+            while link.credit > 0 and link.backlog_done and link.hot:
+                batch = list(itertools.islice(link.hot.values(), min(link.credit, self.batch_size)))
+                payloads = self.functions.cached_payloads({t.function_id for t in batch})
+                if payloads is None:
+                    break
+                for task in batch:
+                    del link.hot[task.task_id]
+                    link.hot_bytes -= len(task.payload)
+                self._emit(link, batch, payloads)
+            if link.credit > 0 and (link.hot or not link.backlog_done):
+                link.pump = asyncio.ensure_future(self._pump(link))
 
     async def _pump(self, link: Link) -> None:
         try:
@@ -385,7 +414,14 @@ class Dispatcher:
                 batch = await self._next_batch(link, min(link.credit, self.batch_size))
                 if not batch or link.closed:
                     break
-                await self._send_tasks(link, batch)
+                fids = {t.function_id for t in batch}
+                payloads = self.functions.cached_payloads(fids)
+                if payloads is None:
+                    records = await self.functions.with_payloads(fids)
+                    payloads = {f: r.payload for f, r in records.items() if r.payload is not None}
+                if link.closed:
+                    break  # still waiting-for-ep in the store: the next link reads them
+                self._emit(link, batch, payloads)
         except Exception:
             self.log.exception("fx: sending tasks to endpoint %s failed", link.endpoint_id)
         finally:
@@ -409,21 +445,16 @@ class Dispatcher:
             batch.append(task)
         return batch
 
-    async def _send_tasks(self, link: Link, batch: list[OutTask]) -> None:
-        fids = {t.function_id for t in batch}
-        payloads = self.functions.cached_payloads(fids)
-        if payloads is None:
-            records = await self.functions.with_payloads(fids)
-            payloads = {fid: r.payload for fid, r in records.items() if r.payload is not None}
-        if link.closed:
-            return  # still waiting-for-ep in the store: the next link reads them
+    def _emit(self, link: Link, batch: list[OutTask], payloads: dict[str, bytes]) -> None:
+        """Send ``batch`` in ``tasks`` messages, each distinct function once per message."""
         headers: list[dict[str, Any]] = []
         frames: list[Any] = []
         fn_frame: dict[str, int] = {}
         size = 0
+        sent = 0
         for task in batch:
             function = payloads.get(task.function_id)
-            if function is None:
+            if function is None:  # functions are never deleted: a damaged store
                 self.log.error(
                     "fx: task %s uses unknown function %s", task.task_id, task.function_id
                 )
@@ -449,11 +480,12 @@ class Dispatcher:
                 }
             )
             link.inflight.add(task.task_id)
+            sent += 1
         if headers:
             self._send(link, TASKS, {"tasks": headers}, frames)
-        link.credit -= len(batch)
-        link.tasks_sent += len(batch)
-        self.totals["tasks_sent"] += len(batch)
+        link.credit -= sent
+        link.tasks_sent += sent
+        self.totals["tasks_sent"] += sent
 
     # -- status -------------------------------------------------------------------------------
 

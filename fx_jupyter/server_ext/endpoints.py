@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 
-from .store import Change, EndpointRecord, TaskStore
+from .records import Change, EndpointRecord
+from .store import TaskStore
 
 #: Endpoint names are directory names on the endpoint host (``~/.fx/endpoints/NAME``).
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")

@@ -5,7 +5,7 @@ Changes are coalesced per user — a task that went ``waiting-for-launch`` → `
 user and window: ``{"type": "tasks", "tasks": [...]}`` and ``{"type": "endpoints",
 "endpoints": [...]}``. The window is a throttle, not a delay: an idle hub flushes on the next
 loop turn, a busy one at most once per ``flush_interval`` — except for terminal changes, which
-always go out on the next loop turn (a future is waiting for them). Terminal task events carry the result
+a future is waiting for: they go out within a millisecond. Terminal task events carry the result
 (or exception) payload inline, base64, when it is at most ``inline_limit`` bytes, so a waiting
 future completes without another request.
 
@@ -24,7 +24,10 @@ from typing import Any, Protocol
 from fx_endpoint.protocol import TaskState
 
 from .models import b64
-from .store import Change
+from .records import Change
+
+#: Least time between two flushes caused by terminal events (seconds).
+URGENT_INTERVAL = 0.001
 
 
 class Subscriber(Protocol):
@@ -131,24 +134,28 @@ class EventHub:
 
     def _queue_task(self, owner: str, event: dict[str, Any]) -> None:
         self._tasks.setdefault(owner, {})[event["task_id"]] = event
-        self._schedule(urgent=event["status"] in TaskState.TERMINAL)
+        if self._handle is None or (
+            event["status"] in TaskState.TERMINAL and isinstance(self._handle, asyncio.TimerHandle)
+        ):
+            self._schedule(urgent=event["status"] in TaskState.TERMINAL)
 
     # -- flushing -----------------------------------------------------------------------------
 
     def _schedule(self, urgent: bool = False) -> None:
         """Flush on the next loop turn, or at the end of the throttle window.
 
-        A terminal event is what a waiting future needs, so it never waits for the window: the
-        flush is moved to the next loop turn. Results arrive in committed batches, so this still
-        sends one message per batch, not per task.
+        A terminal event is what a waiting future needs, so it does not wait for the window,
+        only for :data:`URGENT_INTERVAL` since the last flush: idle, it goes out on the next
+        loop turn; under load, terminal events still share messages.
         """
         loop = asyncio.get_running_loop()
         if self._handle is not None:
             if not (urgent and isinstance(self._handle, asyncio.TimerHandle)):
                 return
             self._handle.cancel()
-        delay = self._last_flush + self.flush_interval - time.monotonic()
-        if urgent or delay <= 0:
+        interval = min(URGENT_INTERVAL, self.flush_interval) if urgent else self.flush_interval
+        delay = self._last_flush + interval - time.monotonic()
+        if delay <= 0:
             self._handle = loop.call_soon(self._flush)
         else:
             self._handle = loop.call_later(delay, self._flush)

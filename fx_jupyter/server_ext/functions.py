@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 
-from .store import FunctionRecord, TaskStore
+from .records import FunctionRecord
+from .store import TaskStore
 
 
 class FunctionRegistry:

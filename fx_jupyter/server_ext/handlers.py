@@ -26,7 +26,7 @@ from fx_endpoint.version import PROTOCOL_VERSION, __version__
 from . import validation as v
 from .models import deleted_endpoint
 from .openapi import openapi_document
-from .store import EndpointRecord, StoreConflict, new_id
+from .records import EndpointRecord, StoreConflict, new_id
 from .tasks import not_found
 
 if TYPE_CHECKING:
@@ -101,7 +101,7 @@ class FxHandler(ExtensionHandlerMixin, APIHandler):
         elif isinstance(exc, web.HTTPError):
             error = _ERROR_CODES.get(status_code, "error")
             message = exc.get_message() or responses.get(status_code, "error")
-            if status_code == 403 and not self.current_user:
+            if status_code == 403 and not getattr(self, "_jupyter_current_user", None):
                 message = (
                     "not authenticated: send the Jupyter server's token "
                     "(header `Authorization: token <token>`) or log in"
@@ -116,10 +116,13 @@ class FxHandler(ExtensionHandlerMixin, APIHandler):
         """The request body as a JSON object (400 otherwise)."""
         return v.parse_json_object(self.request.body)
 
-    def answer(self, document: Any, status: int = 200) -> None:
+    def answer(self, document: Any) -> None:
         """Finish with a JSON document."""
-        self.set_status(status)
         self.finish(json.dumps(document, separators=(",", ":")))
+
+    def answer_text(self, text: str) -> None:
+        """Finish with JSON already serialized (task documents, see ``models.task_json``)."""
+        self.finish(text)
 
 
 class VersionHandler(FxHandler):
@@ -127,12 +130,18 @@ class VersionHandler(FxHandler):
 
     @authorized
     async def get(self) -> None:
+        service = self.service
         self.answer(
             {
                 "api": "v2",
                 "fx_version": __version__,
                 "protocol": PROTOCOL_VERSION,
                 "min_sdk_version": __version__,
+                "limits": {
+                    "max_tasks_per_submit": service.max_tasks_per_request,
+                    "max_ids_per_request": service.max_tasks_per_request,
+                    "max_request_bytes": service.max_request_size,
+                },
             }
         )
 
@@ -274,11 +283,11 @@ class TaskHandler(FxHandler):
 
     @authorized
     async def get(self, task_id: str) -> None:
-        self.answer(await self.service.tasks.get(self.owner, task_id))
+        self.answer_text(await self.service.tasks.get(self.owner, task_id))
 
     @authorized
     async def delete(self, task_id: str) -> None:
-        self.answer(await self.service.tasks.cancel(self.owner, task_id))
+        self.answer_text(await self.service.tasks.cancel(self.owner, task_id))
 
 
 class TasksHandler(FxHandler):
@@ -299,8 +308,7 @@ class TasksHandler(FxHandler):
         if status is not None and status not in TaskState.ALL:
             raise v.bad_request(f"status: {status!r} is not one of {', '.join(TaskState.ALL)}")
         endpoint = self.get_query_argument("endpoint_id", None) or None
-        tasks = await self.service.tasks.recent(self.owner, limit, endpoint, status)
-        self.answer({"tasks": tasks})
+        self.answer_text(await self.service.tasks.recent(self.owner, limit, endpoint, status))
 
 
 class BatchStatusHandler(FxHandler):
@@ -311,7 +319,7 @@ class BatchStatusHandler(FxHandler):
         body = self.json_body()
         v.check_keys(body, {"task_ids"})
         ids = v.id_list(body, "task_ids", self.service.max_tasks_per_request)
-        self.answer(await self.service.tasks.batch_status(self.owner, ids))
+        self.answer_text(await self.service.tasks.batch_status(self.owner, ids))
 
 
 class StatsHandler(FxHandler):
@@ -368,6 +376,8 @@ class EventsHandler(
 
     auth_resource = AUTH_RESOURCE
     owner = ""
+    # Refusals before the upgrade answer JSON like the REST handlers, not Jupyter's HTML page.
+    write_error = FxHandler.write_error
 
     @property
     def service(self) -> FxService:
@@ -376,6 +386,8 @@ class EventsHandler(
     @ws_authenticated
     async def get(self, *args: Any, **kwargs: Any) -> None:
         """Authorize, check versions, then upgrade to a WebSocket."""
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            raise web.HTTPError(400, "events is a WebSocket: connect with `Upgrade: websocket`")
         user = self.current_user
         if not await ensure_async(
             self.authorizer.is_authorized(self, user, "execute", AUTH_RESOURCE)

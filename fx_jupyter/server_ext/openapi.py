@@ -39,8 +39,15 @@ SCHEMAS: dict[str, Any] = {
             "fx_version": _STR,
             "protocol": {"type": "integer"},
             "min_sdk_version": _STR,
+            "limits": _obj(
+                {
+                    "max_tasks_per_submit": {"type": "integer"},
+                    "max_ids_per_request": {"type": "integer"},
+                    "max_request_bytes": {"type": "integer"},
+                }
+            ),
         },
-        ["api", "fx_version", "protocol", "min_sdk_version"],
+        ["api", "fx_version", "protocol", "min_sdk_version", "limits"],
     ),
     "FunctionRegistration": _obj(
         {
@@ -353,7 +360,7 @@ def openapi_document(base_path: str) -> dict[str, Any]:
                     "summary": "WebSocket of your task and endpoint events",
                     "responses": {
                         "101": {"description": "switching to the WebSocket protocol"},
-                        **_errors(),
+                        **_errors(400),
                     },
                 }
             },

@@ -7,7 +7,6 @@ double-precision columns; payloads are opaque blobs (DESIGN.md invariant 1).
 
 from __future__ import annotations
 
-import functools
 import json
 from typing import Any
 
@@ -19,7 +18,7 @@ metadata = sa.MetaData()
 
 class JSONText(sa.TypeDecorator[Any]):
     """JSON kept as text: the same on every backend, and cheap to write in bulk — a batch of
-    new tasks shares one serialized ``transitions`` value (see :func:`bulk_insert`)."""
+    new tasks shares one serialized ``transitions`` value (see :mod:`.dbapi`)."""
 
     impl = sa.Text
     cache_ok = True
@@ -110,36 +109,6 @@ service_state = sa.Table(
     sa.Column("key", sa.String(64), primary_key=True),
     sa.Column("value", sa.Text, nullable=False),
 )
-
-
-def bulk_insert(
-    conn: sa.Connection, table: sa.Table, columns: tuple[str, ...], rows: list[tuple[Any, ...]]
-) -> None:
-    """INSERT ``rows`` (tuples in ``columns`` order) with one DBAPI ``executemany``.
-
-    The statement is SQLAlchemy's, compiled for the connection's dialect; only the per-row
-    parameter processing of ``Connection.execute`` is skipped, which is most of its cost for
-    the 20,000 rows of a big batch. Values must therefore be in DBAPI form already: str, int,
-    float, None, bytes or a buffer, JSON as its text.
-    """
-    sql, order = _insert_statement(conn.dialect, table, columns)
-    if order is None:
-        params: list[Any] = [dict(zip(columns, row)) for row in rows]
-    elif order == columns:
-        params = rows
-    else:
-        index = [columns.index(name) for name in order]
-        params = [tuple(row[i] for i in index) for row in rows]
-    conn.exec_driver_sql(sql, params)
-
-
-@functools.lru_cache(maxsize=32)
-def _insert_statement(
-    dialect: Dialect, table: sa.Table, columns: tuple[str, ...]
-) -> tuple[str, tuple[str, ...] | None]:
-    compiled = table.insert().values({c: sa.bindparam(c) for c in columns}).compile(dialect=dialect)
-    order = tuple(compiled.positiontup or ()) if dialect.positional else None
-    return str(compiled), order
 
 
 def is_sqlite(url: str | sa.URL) -> bool:

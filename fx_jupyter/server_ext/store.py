@@ -3,9 +3,11 @@
 Writes go through the :class:`~.writer.GroupCommitWriter` (one thread, group commit): a write
 method queues its operation at once and returns a future, so operations apply in the order they
 were called, and callers that need not wait (heartbeats) need not. Reads are coroutines run in a
-small thread pool. The event loop never touches the database itself (DESIGN.md invariant 4). Operations take and return batches —
-``executemany`` for inserts and updates, chunked ``IN`` lists for lookups — so a 20,000-task
-submission or a results message costs a handful of statements, not one per task (invariant 3).
+small thread pool. The event loop never touches the database itself (DESIGN.md invariant 4).
+Operations take and return batches — ``executemany`` for inserts and updates, chunked ``IN``
+lists for lookups — so a 20,000-task submission or a results message costs a handful of
+statements, not one per task (invariant 3). The statements and row-level steps are in
+:mod:`.statements`, the record types in :mod:`.records`.
 
 Payload columns hold opaque bytes; the store never interprets them (invariant 1).
 """
@@ -17,19 +19,27 @@ import hashlib
 import json
 import logging
 import os
-import time
-import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 
 from fx_endpoint.protocol import TaskState
 
+from . import dbapi
+from .models import TaskRow
+from .records import (
+    Change,
+    EndpointRecord,
+    FunctionRecord,
+    NewTask,
+    Reports,
+    ResultIn,
+    StoreConflict,
+    new_id,
+)
 from .schema import (
-    bulk_insert,
     create_engine,
     endpoints,
     functions,
@@ -39,121 +49,25 @@ from .schema import (
     service_state,
     tasks,
 )
+from .statements import (
+    BACKLOG,
+    GET_TASKS,
+    NON_TERMINAL,
+    RESULT_COLUMNS,
+    TASK_COLUMNS,
+    TASK_COLUMNS_OUT,
+    WITH_RESULTS,
+    cancel_rows,
+    chunks,
+    memo_key_of,
+    memo_results,
+    select_task_states,
+    unix_now,
+    update_task_states,
+)
 from .writer import GroupCommitWriter
 
 T = TypeVar("T")
-
-_TASK_COLUMNS = (
-    "task_id",
-    "seq",
-    "owner",
-    "endpoint_id",
-    "function_id",
-    "status",
-    "payload",
-    "created",
-    "transitions",
-    "retries",
-    "walltime",
-    "completion_t",
-    "memo_key",
-)
-_RESULT_COLUMNS = ("task_id", "status", "data", "exception_text", "stdout", "stderr", "created")
-#: Bound parameters per IN list: far below SQLite's 32,766 and PostgreSQL's 65,535.
-_CHUNK = 500
-NON_TERMINAL = tuple(s for s in TaskState.ALL if s not in TaskState.TERMINAL)
-
-
-class StoreConflict(Exception):
-    """A write that would break a uniqueness rule; the message says which."""
-
-
-@dataclass
-class EndpointRecord:
-    """A registered endpoint as stored."""
-
-    endpoint_id: str
-    owner: str
-    name: str
-    public_key: str
-    created: float
-    last_heartbeat: float | None
-    info: dict[str, Any]
-
-
-@dataclass
-class FunctionRecord:
-    """A registered function; ``payload`` is None when it was not asked for."""
-
-    function_id: str
-    owner: str
-    name: str
-    description: str
-    public: bool
-    source: str | None
-    python_version: str | None
-    created: float
-    payload: bytes | None = None
-
-
-@dataclass
-class NewTask:
-    """A validated task of a submission, before it is stored."""
-
-    task_id: str
-    endpoint_id: str
-    function_id: str
-    payload: bytes
-    walltime: float | None
-    memoize: bool
-
-
-@dataclass
-class ResultIn:
-    """A result reported by an endpoint; ``data`` may be a zero-copy buffer of a ZeroMQ frame."""
-
-    task_id: str
-    status: str
-    data: Any
-    exception_text: str | None
-    stdout: str | None
-    stderr: str | None
-    ts: float
-    retries: int | None
-    #: When the task entered states at the endpoint (``waiting-for-launch``, ``running``), for
-    #: tasks whose result overtook their status reports.
-    transitions: dict[str, float]
-
-
-@dataclass
-class Change:
-    """A task state change the store applied, for events and acknowledgements."""
-
-    task_id: str
-    owner: str
-    endpoint_id: str
-    status: str
-    ts: float
-
-
-@dataclass
-class Reports:
-    """What :meth:`TaskStore.record_reports` did with an endpoint's reports."""
-
-    changes: list[Change]
-    recorded: list[Change]
-    duplicates: list[str]
-    unknown: list[str]
-
-
-def _chunks(items: Sequence[T], size: int = _CHUNK) -> Iterator[Sequence[T]]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-def new_id() -> str:
-    """A random UUID string, the id format of funcX."""
-    return str(uuid.UUID(bytes=os.urandom(16), version=4))
 
 
 class TaskStore:
@@ -286,7 +200,7 @@ class TaskStore:
                     owner=owner,
                     payload=payload,
                     code_hash=code_hash,
-                    created=_now(),
+                    created=unix_now(),
                     **meta,
                 )
             )
@@ -314,7 +228,7 @@ class TaskStore:
 
         def q(conn: sa.Connection) -> dict[str, FunctionRecord]:
             found: dict[str, FunctionRecord] = {}
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 for row in conn.execute(sa.select(*cols).where(functions.c.function_id.in_(chunk))):
                     found[row.function_id] = FunctionRecord(*row)
             return found
@@ -365,7 +279,13 @@ class TaskStore:
             ).first()
             if row is None:
                 record = EndpointRecord(
-                    new_id(), owner, name, public_key, _now(), None, {"display_name": display_name}
+                    new_id(),
+                    owner,
+                    name,
+                    public_key,
+                    unix_now(),
+                    None,
+                    {"display_name": display_name},
                 )
                 conn.execute(endpoints.insert().values(**record.__dict__))
                 return record, None
@@ -394,7 +314,7 @@ class TaskStore:
                     tasks.c.endpoint_id == endpoint_id, tasks.c.status.in_(NON_TERMINAL)
                 )
             ).all()
-            return _cancel_rows(conn, rows, endpoint_id, "its endpoint was deleted")
+            return cancel_rows(conn, rows, endpoint_id, "its endpoint was deleted")
 
         return self.write(op)
 
@@ -425,9 +345,9 @@ class TaskStore:
         """
 
         def op(conn: sa.Connection) -> tuple[list[int], dict[str, tuple[Change, dict[str, Any]]]]:
-            now = _now()
-            memo_keys = {t.task_id: _memo_key(t) for t in new if t.memoize}
-            hits = _memo_results(conn, owner, set(memo_keys.values())) if memo_keys else {}
+            now = unix_now()
+            memo_keys = {t.task_id: memo_key_of(t) for t in new if t.memoize}
+            hits = memo_results(conn, owner, set(memo_keys.values())) if memo_keys else {}
             first = self._next_seq
             self._next_seq += len(new)
             seqs = list(range(first, first + len(new)))
@@ -449,7 +369,7 @@ class TaskStore:
                     (t.task_id, seq, owner, t.endpoint_id, t.function_id, status, t.payload,
                      now, transitions, 0, t.walltime, completion_t, memo)
                 )  # fmt: skip
-            bulk_insert(conn, tasks, _TASK_COLUMNS, rows)
+            dbapi.bulk_insert(conn, tasks, TASK_COLUMNS, rows)
             if done:
                 conn.execute(results.insert(), [result for _, result in done.values()])
             return seqs, done
@@ -467,7 +387,7 @@ class TaskStore:
             ).first()
             if row is None:
                 return None
-            return _cancel_rows(conn, [row], row.endpoint_id, "cancelled by the user")[0]
+            return cancel_rows(conn, [row], row.endpoint_id, "cancelled by the user")[0]
 
         return self.write(op)
 
@@ -485,7 +405,7 @@ class TaskStore:
         def op(conn: sa.Connection) -> Reports:
             ids = {u[0] for u in updates}
             ids.update(r.task_id for r in batch)
-            current = _select_tasks(conn, endpoint_id, ids)
+            current = select_task_states(conn, endpoint_id, ids)
             out = Reports([], [], [], [])
             for task_id, state, ts in updates:
                 row = current.get(task_id)
@@ -514,8 +434,8 @@ class TaskStore:
                 )
                 out.recorded.append(Change(r.task_id, row["owner"], endpoint_id, r.status, r.ts))
             if rows:
-                bulk_insert(conn, results, _RESULT_COLUMNS, rows)
-            _update_tasks(conn, [r for r in current.values() if r.get("dirty")])
+                dbapi.bulk_insert(conn, results, RESULT_COLUMNS, rows)
+            update_task_states(conn, [r for r in current.values() if r.get("dirty")])
             return out
 
         return self.write(op)
@@ -524,7 +444,7 @@ class TaskStore:
         """Return an offline endpoint's unfinished tasks to ``waiting-for-ep`` (retries kept)."""
 
         def op(conn: sa.Connection) -> list[Change]:
-            now = _now()
+            now = unix_now()
             at_endpoint = [s for s in NON_TERMINAL if s != TaskState.WAITING_FOR_EP]
             rows = conn.execute(
                 sa.select(tasks.c.task_id, tasks.c.owner, tasks.c.transitions).where(
@@ -552,35 +472,53 @@ class TaskStore:
 
         return self.write(op)
 
+    def purge_results(self, cutoff: float) -> asyncio.Future[int]:
+        """Delete finished tasks completed before ``cutoff`` (Unix seconds) and their results:
+        one DELETE per table, so a purge is one short write however many rows expire. Returns
+        how many tasks went; unfinished tasks are never touched."""
+
+        def op(conn: sa.Connection) -> int:
+            expired = sa.and_(
+                tasks.c.status.in_(sorted(TaskState.TERMINAL)), tasks.c.completion_t < cutoff
+            )
+            conn.execute(
+                results.delete().where(
+                    results.c.task_id.in_(sa.select(tasks.c.task_id).where(expired))
+                )
+            )
+            return int(conn.execute(tasks.delete().where(expired)).rowcount)
+
+        return self.write(op)
+
     # -- tasks: reads -------------------------------------------------------------------------
 
-    async def get_tasks(self, owner: str, task_ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+    async def get_tasks(self, owner: str, task_ids: Iterable[str]) -> dict[str, TaskRow]:
         """The owner's tasks among ``task_ids``, with their results; others are simply absent."""
         ids = list(dict.fromkeys(task_ids))
 
-        def q(conn: sa.Connection) -> dict[str, dict[str, Any]]:
-            found: dict[str, dict[str, Any]] = {}
-            for chunk in _chunks(ids):
-                for row in conn.execute(_GET_TASKS, {"owner": owner, "ids": chunk}).mappings():
-                    found[row["task_id"]] = dict(row)
+        def q(conn: sa.Connection) -> dict[str, TaskRow]:
+            found: dict[str, TaskRow] = {}
+            for chunk in chunks(ids):
+                for row in dbapi.select_by_task_ids(conn, GET_TASKS, {"owner": owner}, chunk):
+                    found[row[0]] = row
             return found
 
         return await self.read(q) if ids else {}
 
     async def list_tasks(
         self, owner: str, limit: int, endpoint_id: str | None, status: str | None
-    ) -> list[dict[str, Any]]:
+    ) -> list[TaskRow]:
         """The owner's newest tasks first, without result payloads."""
 
-        def q(conn: sa.Connection) -> list[dict[str, Any]]:
-            stmt = sa.select(*_TASK_COLUMNS_OUT).select_from(_WITH_RESULTS)
+        def q(conn: sa.Connection) -> list[TaskRow]:
+            stmt = sa.select(*TASK_COLUMNS_OUT).select_from(WITH_RESULTS)
             stmt = stmt.where(tasks.c.owner == owner)
             if endpoint_id is not None:
                 stmt = stmt.where(tasks.c.endpoint_id == endpoint_id)
             if status is not None:
                 stmt = stmt.where(tasks.c.status == status)
             stmt = stmt.order_by(tasks.c.seq.desc()).limit(limit)
-            return [dict(row) for row in conn.execute(stmt).mappings()]
+            return [(*row, None) for row in conn.execute(stmt)]
 
         return await self.read(q)
 
@@ -599,7 +537,7 @@ class TaskStore:
                 "until": until_seq,
                 "limit": limit,
             }
-            return [tuple(row) for row in conn.execute(_BACKLOG, params)]
+            return [tuple(row) for row in conn.execute(BACKLOG, params)]
 
         return await self.read(q)
 
@@ -621,7 +559,7 @@ class TaskStore:
                 stmt = stmt.where(tasks.c.status.in_(NON_TERMINAL))
             counts: dict[str, dict[str, int]] = {}
             if by_endpoint:
-                for chunk in _chunks(list(endpoint_ids or ())):
+                for chunk in chunks(list(endpoint_ids or ())):
                     for ep, state, n in conn.execute(stmt.where(tasks.c.endpoint_id.in_(chunk))):
                         counts.setdefault(ep, {})[state] = n
             else:
@@ -643,181 +581,3 @@ class TaskStore:
                 ).scalar()
             )
         return None
-
-
-def _now() -> float:
-    return time.time()
-
-
-def _memo_key(task: NewTask) -> str:
-    h = hashlib.sha256(task.function_id.encode())
-    h.update(b"\0")
-    h.update(task.payload)
-    return h.hexdigest()
-
-
-def _memo_results(conn: sa.Connection, owner: str, keys: set[str]) -> dict[str, dict[str, Any]]:
-    """memo_key -> the result row of an earlier successful task of the owner with that key."""
-    hits: dict[str, dict[str, Any]] = {}
-    for chunk in _chunks(sorted(keys)):
-        stmt = (
-            sa.select(tasks.c.memo_key, results)
-            .select_from(tasks.join(results, results.c.task_id == tasks.c.task_id))
-            .where(
-                tasks.c.owner == owner,
-                tasks.c.memo_key.in_(chunk),
-                tasks.c.status == TaskState.SUCCESS,
-            )
-        )
-        for row in conn.execute(stmt).mappings():
-            result = dict(row)
-            hits.setdefault(result.pop("memo_key"), result)
-    return hits
-
-
-def _select_tasks(
-    conn: sa.Connection, endpoint_id: str, ids: set[str]
-) -> dict[str, dict[str, Any]]:
-    """Mutable copies of the state of the endpoint's tasks among ``ids``."""
-    found: dict[str, dict[str, Any]] = {}
-    for chunk in _chunks(list(ids)):
-        rows = conn.execute(_SELECT_STATE, {"ids": chunk})
-        for task_id, owner, endpoint, status, transitions, retries, completion_t in rows:
-            if endpoint != endpoint_id:
-                continue
-            found[task_id] = {
-                "task_id": task_id,
-                "owner": owner,
-                "status": status,
-                "transitions": transitions,
-                "retries": retries,
-                "completion_t": completion_t,
-            }
-    return found
-
-
-def _update_tasks(conn: sa.Connection, rows: list[dict[str, Any]]) -> None:
-    """Write back status, transitions, retries and completion time of ``rows`` (executemany)."""
-    if rows:
-        conn.execute(
-            _UPDATE_STATE,
-            [
-                {
-                    "b_task_id": r["task_id"],
-                    "b_status": r["status"],
-                    "b_transitions": r["transitions"],
-                    "b_retries": r["retries"],
-                    "b_completion_t": r["completion_t"],
-                }
-                for r in rows
-            ],
-        )
-
-
-def _cancel_rows(
-    conn: sa.Connection, rows: Sequence[Any], endpoint_id: str, reason: str
-) -> list[Change]:
-    """Mark ``(task_id, owner, transitions)`` rows cancelled, with a result saying why."""
-    now = _now()
-    changes = []
-    updates = []
-    for task_id, owner, transitions, *_ in rows:
-        transitions = dict(transitions)
-        transitions[TaskState.CANCELLED] = now
-        updates.append(
-            {
-                "b_task_id": task_id,
-                "status": TaskState.CANCELLED,
-                "transitions": transitions,
-                "completion_t": now,
-            }
-        )
-        changes.append(Change(task_id, owner, endpoint_id, TaskState.CANCELLED, now))
-    if updates:
-        conn.execute(tasks.update().where(tasks.c.task_id == sa.bindparam("b_task_id")), updates)
-        conn.execute(
-            results.insert(),
-            [
-                {
-                    "task_id": c.task_id,
-                    "status": TaskState.CANCELLED,
-                    "data": None,
-                    "exception_text": f"task {c.task_id} was {reason}",
-                    "stdout": None,
-                    "stderr": None,
-                    "created": now,
-                }
-                for c in changes
-            ],
-        )
-    return changes
-
-
-# Statements of the hot paths, built once: constructing and cache-keying a statement costs more
-# than running it on SQLite. Bound parameters fill them per call; ``ids`` expands to an IN list.
-# By primary key only, the endpoint checked in Python: given "endpoint_id = ? AND task_id IN
-# (...)", SQLite would walk the endpoint's index over all its tasks instead.
-_SELECT_STATE = sa.select(
-    tasks.c.task_id,
-    tasks.c.owner,
-    tasks.c.endpoint_id,
-    tasks.c.status,
-    tasks.c.transitions,
-    tasks.c.retries,
-    tasks.c.completion_t,
-).where(tasks.c.task_id.in_(sa.bindparam("ids", expanding=True)))
-
-_UPDATE_STATE = (
-    tasks.update()
-    .where(tasks.c.task_id == sa.bindparam("b_task_id"))
-    .values(
-        status=sa.bindparam("b_status"),
-        transitions=sa.bindparam("b_transitions"),
-        retries=sa.bindparam("b_retries"),
-        completion_t=sa.bindparam("b_completion_t"),
-    )
-)
-
-_TASK_COLUMNS_OUT = (
-    tasks.c.task_id,
-    tasks.c.status,
-    tasks.c.endpoint_id,
-    tasks.c.function_id,
-    tasks.c.created,
-    tasks.c.transitions,
-    tasks.c.retries,
-    tasks.c.walltime,
-    tasks.c.completion_t,
-    results.c.exception_text,
-    results.c.stdout,
-    results.c.stderr,
-)
-_WITH_RESULTS = tasks.outerjoin(results, results.c.task_id == tasks.c.task_id)
-
-_GET_TASKS = (
-    sa.select(*_TASK_COLUMNS_OUT, results.c.data)
-    .select_from(_WITH_RESULTS)
-    .where(
-        tasks.c.owner == sa.bindparam("owner"),
-        tasks.c.task_id.in_(sa.bindparam("ids", expanding=True)),
-    )
-)
-
-_BACKLOG = (
-    sa.select(
-        tasks.c.seq,
-        tasks.c.task_id,
-        tasks.c.function_id,
-        tasks.c.payload,
-        tasks.c.walltime,
-        tasks.c.retries,
-    )
-    .where(
-        tasks.c.endpoint_id == sa.bindparam("endpoint_id"),
-        tasks.c.status == TaskState.WAITING_FOR_EP,
-        tasks.c.seq > sa.bindparam("after"),
-        tasks.c.seq <= sa.bindparam("until"),
-    )
-    .order_by(tasks.c.seq)
-    .limit(sa.bindparam("limit", type_=sa.Integer))
-)

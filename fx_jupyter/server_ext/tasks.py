@@ -7,6 +7,7 @@ are their ids answered (DESIGN.md invariant 2) and the tasks handed to the dispa
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections import defaultdict
@@ -18,8 +19,9 @@ from .dispatch import Dispatcher, OutTask
 from .endpoints import EndpointRegistry
 from .events import EventHub
 from .functions import FunctionRegistry
-from .models import task_model
-from .store import Change, NewTask, TaskStore, new_id
+from .models import task_json
+from .records import Change, NewTask, new_id
+from .store import TaskStore
 from .validation import ApiError, TaskRequest, bad_request
 
 
@@ -110,7 +112,7 @@ class TaskManager:
                 change, result["data"], result["exception_text"], result["stdout"], result["stderr"]
             )
 
-    async def cancel(self, owner: str, task_id: str) -> dict[str, Any]:
+    async def cancel(self, owner: str, task_id: str) -> str:
         """Cancel a task: dropped if queued, stopped at its endpoint if sent; then its Task."""
         change = await self.store.cancel_task(owner, task_id)
         if change is not None:
@@ -120,29 +122,28 @@ class TaskManager:
             )
         return await self.get(owner, task_id)
 
-    async def get(self, owner: str, task_id: str) -> dict[str, Any]:
-        """The owner's Task (with its result payload), or 404."""
+    async def get(self, owner: str, task_id: str) -> str:
+        """The owner's Task (with its result payload) as JSON, or 404."""
         found = await self.store.get_tasks(owner, [task_id])
         if task_id not in found:
             raise not_found("task", task_id)
-        return task_model(found[task_id])
+        return task_json(found[task_id])
 
-    async def batch_status(self, owner: str, task_ids: list[str]) -> dict[str, Any]:
-        """Tasks by id; ids that are unknown (or not the owner's) are listed apart."""
+    async def batch_status(self, owner: str, task_ids: list[str]) -> str:
+        """``{"results": {id: Task}, "unknown": [ids]}`` as JSON; ids that are unknown (or not the
+        owner's) are listed apart."""
         found = await self.store.get_tasks(owner, task_ids)
-        return {
-            "results": {tid: task_model(row) for tid, row in found.items()},
-            "unknown": [tid for tid in dict.fromkeys(task_ids) if tid not in found],
-        }
+        tasks = ",".join(f'"{tid}":{task_json(row)}' for tid, row in found.items())
+        unknown = [tid for tid in dict.fromkeys(task_ids) if tid not in found]
+        return f'{{"results":{{{tasks}}},"unknown":{json.dumps(unknown)}}}'
 
-    async def recent(
-        self, owner: str, limit: int, endpoint: str | None, status: str | None
-    ) -> list[dict[str, Any]]:
-        """The owner's newest tasks, without payloads, optionally for one endpoint or state."""
+    async def recent(self, owner: str, limit: int, endpoint: str | None, status: str | None) -> str:
+        """``{"tasks": [Task...]}`` as JSON: the owner's newest tasks, without payloads,
+        optionally for one endpoint or state."""
         endpoint_id = None
         if endpoint is not None:
             record = self.registry.resolve(owner, endpoint)
             # A deleted endpoint's tasks remain listable by its id.
             endpoint_id = record.endpoint_id if record is not None else endpoint
         rows = await self.store.list_tasks(owner, limit, endpoint_id, status)
-        return [task_model(row) for row in rows]
+        return '{"tasks":[' + ",".join(task_json(row) for row in rows) + "]}"

@@ -170,12 +170,15 @@ def test_start_with_an_unreachable_service_fails_in_the_foreground(fx_home, monk
     assert EndpointDir.named("default").state() is EndpointState.INITIALIZED
 
 
-def test_parsl_engine_is_refused_clearly(fx_home, peer):
+def test_process_only_key_under_parsl_is_refused_clearly(fx_home, peer):
     ep = make_endpoint("default", peer)
     ep.config_file.write_text(ep.config_file.read_text().replace("type: process", "type: parsl"))
     result = fx("start")
     assert result.exit_code == 1
-    assert "engine type 'parsl' is not available yet" in result.stderr
+    assert (
+        "engine.max_workers: applies only to engine type process; for parsl set max_workers_per_node"
+        in result.stderr
+    )
 
 
 def test_four_states_second_start_status_and_logs(fx_home, peer):
@@ -289,3 +292,12 @@ def test_the_console_script_runs(fx_home):
         [str(script), "list"], capture_output=True, text=True, check=False, timeout=60
     )
     assert result.returncode == 0 and "No endpoints yet" in result.stdout
+
+
+def test_configure_without_a_token_keeps_an_existing_registration(fx_home, peer):
+    ep = make_endpoint("default", peer)
+    before = ep.endpoint_file.read_text()
+    result = fx("configure")
+    assert result.exit_code == 0, result.output
+    assert "Kept the existing registration (id id-default): no token for" in result.stdout
+    assert ep.endpoint_file.read_text() == before

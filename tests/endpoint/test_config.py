@@ -133,7 +133,7 @@ def test_service_url_gets_a_trailing_slash():
         (
             URL + "engine:\n  type: parsl\n  provider: {type: slurmm}\n",
             (
-                "ep/config.yaml:4: engine.provider.type: must be one of local, slurm, pbs, kubernetes "
+                "ep/config.yaml:4: engine.provider.type: must be one of local, slurm, pbspro, condor, kubernetes "
                 "(did you mean 'slurm'?), got 'slurmm'"
             ),
         ),
@@ -199,7 +199,7 @@ def test_parsl_engine_validates(tmp_path):
         + textwrap.dedent("""\
         engine:
           type: parsl
-          max_workers: 4
+          max_workers_per_node: 4
           provider: {type: slurm, partition: debug, walltime: "01:00:00"}
           min_blocks: 0
           max_blocks: 4
@@ -207,6 +207,7 @@ def test_parsl_engine_validates(tmp_path):
     )
     assert config.engine.type == "parsl"
     assert config.engine.provider == {"type": "slurm", "partition": "debug", "walltime": "01:00:00"}
+    assert config.engine.max_workers == 16
 
 
 def test_load_config_of_missing_and_unreadable_files(tmp_path):
@@ -222,6 +223,6 @@ def test_error_message_lists_problems_under_a_title():
         parse_config(URL + "foo: 1\n", "x/config.yaml")
     assert str(info.value) == (
         "invalid endpoint config:\n  x/config.yaml:2: foo: unknown key; valid keys: service_url, "
-        "engine, heartbeat_period, heartbeat_threshold, max_retries_on_system_failure, "
+        "engine, heartbeat_period, heartbeat_threshold, max_retries_on_system_failure, max_result_size, "
         "worker_init, available_accelerators, sandbox"
     )

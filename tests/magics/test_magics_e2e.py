@@ -3,6 +3,8 @@ through an in-process IPython shell as a notebook would drive it."""
 
 from __future__ import annotations
 
+import io
+import sys
 import threading
 import time
 
@@ -287,3 +289,49 @@ def test_task_widget_records_the_states_of_a_real_task(stack):
     running = dict(widget.durations())["running"]
     assert 0.2 < running < WAIT
     client.close()
+
+
+def test_batch_widget_follows_a_map(stack):
+    from fx_jupyter import Executor
+
+    client = stack.client()
+    with Executor(stack.endpoint_name, client) as executor:
+        futures = executor.map_futures(pow, range(6), [2] * 6)
+        widget = BatchWidget.for_futures(futures, client, show=False, text_mode=True)
+        assert [f.result(WAIT) for f in futures] == [i * i for i in range(6)]
+    wait_for(lambda: widget.finished, "the batch widget")
+    assert widget.counts == {"success": 6} and widget.total == 6
+    client.close()
+
+
+def test_a_blocking_cell_ends_on_the_main_thread(ip, stack, monkeypatch):
+    """The widget's last line and the error are written by the kernel's main thread, never by
+    the event stream's thread, while IPython formats the cell's traceback."""
+    writers = []
+
+    class Recorder(io.StringIO):
+        def write(self, text):
+            writers.append(threading.current_thread().name)
+            return super().write(text)
+
+    monkeypatch.setattr(sys, "stdout", Recorder())
+    monkeypatch.setattr(sys, "stderr", Recorder())
+    result = ip.run_cell(f"%%funcx endpoint={stack.endpoint_name}\nraise KeyError('here')")
+    assert isinstance(result.error_in_exec, KeyError)
+    assert "fx task" in sys.stderr.getvalue() and "failed" in sys.stderr.getvalue()
+    # The widget ticker may write a progress line if the task is slow; nothing else may.
+    assert {name for name in writers if name != "fx-widgets"} == {"MainThread"}
+
+
+def test_unload_ext_shuts_the_magics_down(ip, stack, magics):
+    import fx_jupyter
+
+    result, out = run(ip, f"%%funcx endpoint={stack.endpoint_name}\nu = 1")
+    assert result.success, out.stderr
+    executors = list(magics._executors.values())
+    client = magics._client
+    assert executors and client is not None
+    fx_jupyter.unload_ipython_extension(ip)
+    assert magics._executors == {} and magics._client is None
+    assert all(executor._shutdown for executor in executors)
+    assert not client.events.connected

@@ -95,3 +95,22 @@ def test_no_service_is_a_usage_error(ip, monkeypatch, tmp_path):
     result, captured = run_cell(ip, "%funcx endpoints")
     assert isinstance(result.error_in_exec, UsageError)
     assert "no fx service found" in captured.stderr
+
+
+def test_load_ext_registers_the_magics(ip):
+    result, _ = run_cell(ip, "%reload_ext fx_jupyter")
+    assert result.success
+    assert ip.find_cell_magic("funcx") is not None
+    assert ip.find_line_magic("funcx") is not None
+    assert "%%funcx endpoint=NAME|ID" in ip.find_line_magic("funcx").__doc__
+
+
+def test_public_names_are_exported():
+    from fx_jupyter import magics
+
+    public = {
+        name
+        for name, value in vars(magics).items()
+        if not name.startswith("_") and getattr(value, "__module__", "").startswith("fx_jupyter")
+    }
+    assert set(magics.__all__) == public

@@ -106,6 +106,29 @@ def test_task_widget_follows_a_future(text_mode):
     assert w.state == TaskState.CANCELLED
 
 
+def test_task_widget_finished_by_its_caller(text_mode):
+    """finish_when_done=False: the end waits for finish() (a blocking cell's main thread),
+    keeping the time the terminal event reported."""
+    future = FxFuture(endpoint_id="ep-1")
+    future.task_id = "t3"
+    w = TaskWidget("gpu", text_mode=text_mode)
+    w.follow(future, finish_when_done=False)
+    w.handle_event(event("t3", TaskState.RUNNING, T0))
+    w.handle_event(event("t3", TaskState.FAILED, T0 + 2))
+    future.set_exception(ValueError("bad"))
+    assert w.state == TaskState.RUNNING  # held: nothing ended on the completing thread
+    w.finish(future)
+    assert w.state == TaskState.FAILED and w.error == "ValueError: bad"
+    assert w.transitions[TaskState.FAILED] == T0 + 2 and w.elapsed() == 2
+
+    later = FxFuture()
+    w = TaskWidget("gpu", text_mode=text_mode)
+    w.follow(later, finish_when_done=False)
+    w.finish_when_done()  # the caller gave up waiting: the widget finishes by itself
+    later.set_result(1)
+    assert w.state == TaskState.SUCCESS
+
+
 def test_text_mode_writes_one_line_for_a_quick_task(capsys):
     w = TaskWidget("gpu", "t1", text_mode=True)
     w.show()

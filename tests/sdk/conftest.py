@@ -4,6 +4,7 @@ service cannot produce (an incompatible or missing service, a foreign server).""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import threading
 from collections.abc import Callable, Iterator
@@ -14,6 +15,7 @@ import pytest
 import tornado.httpserver
 import tornado.netutil
 import tornado.web
+import tornado.websocket
 
 from fx_endpoint.version import PROTOCOL_VERSION, __version__
 
@@ -23,6 +25,24 @@ COMPATIBLE_VERSION = {
     "protocol": PROTOCOL_VERSION,
     "min_sdk_version": __version__,
 }
+
+
+@pytest.fixture
+def connect() -> Iterator[Callable[..., Any]]:
+    """``connect(service_url, token)``: a ``Client`` that is closed at teardown, even when the
+    test fails half-way."""
+    from fx_jupyter import Client
+
+    clients: list[Any] = []
+
+    def make(*args: Any, **kwargs: Any) -> Any:
+        client = Client(*args, **kwargs)
+        clients.append(client)
+        return client
+
+    yield make
+    for client in clients:
+        client.close()
 
 
 @pytest.fixture
@@ -44,10 +64,13 @@ class Peer:
     """An HTTP server on a free loopback port answering canned JSON per (method, path)."""
 
     port: int = 0
-    routes: dict[tuple[str, str], Callable[[tornado.web.RequestHandler], tuple[int, Any]]] = field(
+    #: (method, path) -> handler -> (status, body), or an awaitable of that.
+    routes: dict[tuple[str, str], Callable[[tornado.web.RequestHandler], Any]] = field(
         default_factory=dict
     )
     requests: list[tuple[str, str, dict[str, str]]] = field(default_factory=list)
+    #: Messages pushed to each client of ``/fx/api/v2/events`` when it connects.
+    ws_messages: list[str | bytes] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -69,15 +92,20 @@ class _Handler(tornado.web.RequestHandler):
     def initialize(self, peer: Peer) -> None:
         self.peer = peer
 
-    def _serve(self) -> None:
+    async def _serve(self) -> None:
         req = self.request
-        self.peer.requests.append((req.method or "", req.path, dict(req.headers)))
+        headers = dict(req.headers)
+        # Which TCP connection carried the request (keep-alive tests compare them).
+        headers["X-Peer-Port"] = str(req.connection.stream.socket.getpeername()[1])  # type: ignore[union-attr]
+        self.peer.requests.append((req.method or "", req.path, headers))
         route = self.peer.routes.get((req.method or "", req.path))
         if route is None:
             self.set_status(404)
             self.finish({"message": "Not Found"})
             return
-        status, body = route(self)
+        answer = route(self)
+        # A route may be a coroutine (a slow answer that must not stall the peer's loop).
+        status, body = await answer if inspect.isawaitable(answer) else answer
         self.set_status(status)
         if isinstance(body, str):
             self.set_header("Content-Type", "text/plain")
@@ -87,6 +115,16 @@ class _Handler(tornado.web.RequestHandler):
             self.finish(json.dumps(body))
 
     get = post = delete = _serve  # type: ignore[assignment]
+
+
+class _Events(tornado.websocket.WebSocketHandler):
+    def initialize(self, peer: Peer) -> None:
+        self.peer = peer
+
+    def open(self) -> None:  # type: ignore[override]
+        self.peer.requests.append(("WS", self.request.path, dict(self.request.headers)))
+        for message in self.peer.ws_messages:
+            self.write_message(message, binary=isinstance(message, bytes))
 
 
 @pytest.fixture
@@ -104,7 +142,12 @@ def peer_factory() -> Iterator[Callable[[], Peer]]:
         def run() -> None:
             loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
-            app = tornado.web.Application([(r"/.*", _Handler, {"peer": peer})])
+            app = tornado.web.Application(
+                [
+                    (r"/fx/api/v2/events", _Events, {"peer": peer}),
+                    (r"/.*", _Handler, {"peer": peer}),
+                ]
+            )
             server = tornado.httpserver.HTTPServer(app)
             server.add_sockets(sockets)
             holder.update(loop=loop, server=server)

@@ -100,3 +100,23 @@ def test_repr_and_len() -> None:
     batch = Batch()
     batch.add(endpoint_id="e", function_id="f")
     assert len(batch) == 1 and repr(batch) == "<Batch of 1 tasks>"
+
+
+@pytest.mark.parametrize(
+    "args, kwargs",
+    [
+        ((1, 2.5, "x", b"y", None, True, 3j), {"k": -1}),
+        ((), {}),
+        (([1, 2],), {}),  # a container: cloudpickle's own path
+        ((lambda: 1,), {}),
+    ],
+)
+def test_scalar_shortcut_writes_what_serialize_args_writes(args: tuple, kwargs: dict) -> None:  # type: ignore[type-arg]
+    from fx_endpoint.serialize import serialize_args
+    from fx_jupyter.sdk.batch import encode_args
+
+    encoded = base64.b64decode(encode_args(args, kwargs))
+    if any(callable(a) for a in args):
+        assert deserialize_args(encoded)[0][0]() == 1
+    else:
+        assert encoded == serialize_args(args, kwargs)

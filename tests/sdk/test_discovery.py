@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -80,15 +81,16 @@ def test_explicit_url_takes_the_token_of_the_local_server(clean_env: Path, peer:
     assert loc.token == "filetoken"
 
 
-def test_runtime_file_of_a_running_server(clean_env: Path, peer: Peer, stranger_pid: int) -> None:
+def test_runtime_file_of_a_running_server(
+    clean_env: Path, peer: Peer, stranger_pid: int, connect: Any
+) -> None:
     write_server_file(clean_env, stranger_pid, peer.url, token="abc")
-    client = Client()
+    client = connect()
     assert client.base_url == peer.url + "fx/api/v2/"
     assert client.located_by.startswith("jpserver-")
     client.version()
     auth = [h.get("Authorization") for m, p, h in peer.requests if p == "/fx/api/v2/version"]
     assert auth and all(a == "Bearer abc" for a in auth)
-    client.close()
 
 
 def test_ancestor_server_wins_over_a_newer_one(
@@ -123,7 +125,7 @@ def test_nothing_found_lists_what_was_tried(
     dead.wait(10)
     write_server_file(clean_env, dead.pid, "http://127.0.0.1:9/")
     with pytest.raises(ServiceNotFound) as info:
-        Client()
+        Client()  # the constructor is what raises
     text = str(info.value)
     assert "FX_SERVICE_URL: not set" in text
     assert "not in a JupyterHub" in text
@@ -190,3 +192,23 @@ def test_unreadable_runtime_files_are_skipped(
     (clean_env / "jpserver-2.json").write_text('["a list"]')
     write_server_file(clean_env, stranger_pid, peer.url)
     assert locate_service().url == peer.url + "fx/api/v2/"
+
+
+def test_hub_without_a_way_to_reach_the_server(
+    clean_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "hubtoken")
+    monkeypatch.setenv("JUPYTERHUB_API_URL", "http://127.0.0.1:1/hub/api")
+    with pytest.raises(ServiceNotFound, match="none of JUPYTERHUB_SERVICE_URL"):
+        locate_service()
+
+
+def test_hub_server_that_does_not_answer(clean_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JUPYTERHUB_API_TOKEN", "hubtoken")
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_PREFIX", "/user/dan/")
+    monkeypatch.setenv("JUPYTERHUB_SERVICE_URL", "http://127.0.0.1:9/user/dan/")
+    with pytest.raises(
+        ServiceNotFound,
+        match=r"JUPYTERHUB_SERVICE_URL http://127\.0\.0\.1:9/user/dan/fx/api/v2/: cannot connect",
+    ):
+        locate_service()

@@ -14,7 +14,7 @@ def test_all_is_complete_and_importable() -> None:
         for name, value in vars(fx_jupyter).items()
         if not name.startswith("_")
         and not inspect.ismodule(value)
-        and name not in {"annotations", "Any", "load_ipython_extension"}
+        and name not in {"annotations", "Any", "load_ipython_extension", "unload_ipython_extension"}
     }
     assert public | {"__version__"} == set(fx_jupyter.__all__)
     namespace: dict[str, object] = {}

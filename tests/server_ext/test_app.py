@@ -166,3 +166,10 @@ def test_fx_service_runs_alone_and_comes_back_on_the_same_broker_address(tmp_pat
         assert again == first  # same id, same broker URL (port) and server key
     finally:
         _stop(proc)
+
+
+@pytest.mark.parametrize("fx_config", [{"db_url": "sqlite:////proc/no-such-dir/fx.db"}])
+async def test_a_store_that_cannot_open_answers_503_with_the_reason(api, fx_config):
+    status, body = await api("GET", "version")
+    assert status == 503 and body["error"] == "unavailable"
+    assert "could not start" in body["message"] and "/proc/no-such-dir" in body["message"]

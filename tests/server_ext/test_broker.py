@@ -285,3 +285,26 @@ async def test_heartbeat_updates_the_endpoint_status(api):
         assert body["broker"]["credit"] == 3 and body["last_heartbeat"] > 0
     finally:
         peer.close()
+
+
+async def test_registering_a_new_key_rejects_the_old_connection(api, fx_service):
+    fid = await register_function(api)
+    old = await register_endpoint(api, "laptop")
+    (task_id,) = await submit(api, "laptop", fid)
+    peer = old.peer()
+    try:
+        await peer.hello(old.endpoint_id, credit=1)
+        await peer.tasks(1)
+        new = await register_endpoint(api, "laptop")
+        assert new.endpoint_id == old.endpoint_id
+        reject = await peer.expect(protocol.REJECT)
+        assert "new key" in reject.body["reason"]
+    finally:
+        peer.close()
+    replacement = new.peer()
+    try:
+        await replacement.hello(new.endpoint_id, credit=1)
+        (task,) = await replacement.tasks(1)  # what the old connection held is sent again
+        assert task[0]["task_id"] == task_id
+    finally:
+        replacement.close()

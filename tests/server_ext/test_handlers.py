@@ -23,6 +23,11 @@ async def test_version(api):
         "fx_version": __version__,
         "protocol": PROTOCOL_VERSION,
         "min_sdk_version": __version__,
+        "limits": {
+            "max_tasks_per_submit": 100_000,
+            "max_ids_per_request": 100_000,
+            "max_request_bytes": 512 * 1024 * 1024,
+        },
     }
 
 
@@ -259,6 +264,12 @@ async def test_submit_cannot_use_other_users_endpoints_or_private_functions(api)
 
 @pytest.mark.parametrize("fx_config", [{"max_request_size": 2048, "max_tasks_per_request": 3}])
 async def test_request_limits(api, fx_config):
+    limits = (await api("GET", "version"))[1]["limits"]
+    assert limits == {
+        "max_tasks_per_submit": 3,
+        "max_ids_per_request": 3,
+        "max_request_bytes": 2048,
+    }
     fid = await register_function(api)
     await register_endpoint(api, "laptop")
     big = {"endpoint_id": "laptop", "function_id": fid, "payload": b64(b"x" * 4000)}
@@ -433,3 +444,15 @@ async def test_events_carry_only_the_users_own_tasks(api, jp_ws_fetch):
     assert [e["task_id"] for e in msg["tasks"]] == bobs
     alice_ws.close()
     bob_ws.close()
+
+
+async def test_events_websocket_ignores_what_clients_send(api, jp_ws_fetch):
+    fid = await register_function(api)
+    await register_endpoint(api, "laptop")
+    ws = await jp_ws_fetch("fx", "api", "v2", "events")
+    await ws.write_message("not json {")
+    await ws.write_message(b"\x00\xff", binary=True)
+    (task_id,) = await submit(api, "laptop", fid)
+    msg = json.loads(await ws.read_message())
+    assert msg["type"] == "tasks" and msg["tasks"][0]["task_id"] == task_id
+    ws.close()

@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import secrets
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 from support.postgres import PostgresServer
 
 from fx_endpoint.protocol import TaskState
-from fx_jupyter.server_ext.store import NewTask, ResultIn, StoreConflict, TaskStore, new_id
+from fx_jupyter.server_ext.records import NewTask, ResultIn, StoreConflict, new_id
+from fx_jupyter.server_ext.statements import TASK_COLUMNS_OUT
+from fx_jupyter.server_ext.store import TaskStore
 
 LOG = logging.getLogger("test-store")
 
@@ -47,12 +51,28 @@ def store(store_url: str, jp_asyncio_loop: asyncio.AbstractEventLoop) -> Iterato
     jp_asyncio_loop.run_until_complete(store.close())
 
 
+ROW_NAMES = [c.name for c in TASK_COLUMNS_OUT] + ["data"]
+
+
+async def tasks_of(store: TaskStore, owner: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+    """``get_tasks`` rows as dicts, transitions parsed."""
+    found = {}
+    for task_id, row in (await store.get_tasks(owner, ids)).items():
+        task = dict(zip(ROW_NAMES, row))
+        task["transitions"] = json.loads(task["transitions"])
+        found[task_id] = task
+    return found
+
+
 def tasks_for(endpoint_id: str, n: int, memoize: bool = False) -> list[NewTask]:
     return [NewTask(new_id(), endpoint_id, "fn", b"args-%d" % i, None, memoize) for i in range(n)]
 
 
 def result(task_id: str, status: str = "success", data: bytes = b"r", ts: float = 1.0) -> ResultIn:
-    return ResultIn(task_id, status, data, None, "out", None, ts, None, {"running": 0.5})
+    """A result as the broker makes it: the payload is a buffer over the received frame."""
+    return ResultIn(
+        task_id, status, memoryview(data), None, "out", None, ts, None, {"running": 0.5}
+    )
 
 
 async def test_backlog_is_read_oldest_first_within_the_window(store):
@@ -75,12 +95,12 @@ async def test_results_first_wins_and_only_from_the_tasks_endpoint(store):
     assert [c.task_id for c in outcome.recorded] == [a] and outcome.duplicates == [a]
     outcome = await store.record_reports("elsewhere", [], [result(b)])
     assert outcome.unknown == [b] and outcome.recorded == []
-    rows = await store.get_tasks("alice", [a, b])
+    rows = await tasks_of(store, "alice", [a, b])
     assert rows[a]["status"] == "success" and bytes(rows[a]["data"]) == b"r"
     assert rows[a]["transitions"]["running"] == 0.5 and rows[a]["completion_t"] == 1.0
     assert rows[a]["stdout"] == "out"
     assert rows[b]["status"] == TaskState.WAITING_FOR_EP
-    assert await store.get_tasks("bob", [a]) == {}
+    assert await tasks_of(store, "bob", [a]) == {}
 
 
 async def test_status_reports_never_move_a_finished_task(store):
@@ -93,7 +113,7 @@ async def test_status_reports_never_move_a_finished_task(store):
     )
     changes = reports.changes
     assert [(c.task_id, c.status) for c in changes] == [(b, "waiting-for-launch"), (b, "running")]
-    rows = await store.get_tasks("alice", [a, b])
+    rows = await tasks_of(store, "alice", [a, b])
     assert rows[a]["status"] == "success" and rows[b]["status"] == "running"
     assert rows[b]["transitions"]["waiting-for-launch"] == 2.0
 
@@ -106,7 +126,7 @@ async def test_requeue_returns_tasks_at_the_endpoint_and_keeps_retries(store):
     await store.record_reports("ep", [], [result(b)])
     changes = await store.requeue("ep")
     assert [ch.task_id for ch in changes] == [a]
-    rows = await store.get_tasks("alice", [a, b, c])
+    rows = await tasks_of(store, "alice", [a, b, c])
     assert rows[a]["status"] == TaskState.WAITING_FOR_EP and rows[a]["retries"] == 0
     assert rows[b]["status"] == "success"
     assert [r[1] for r in await store.fetch_backlog("ep", 0, store.committed_seq, 10)] == [a, c]
@@ -122,7 +142,7 @@ async def test_cancel_only_unfinished_tasks_of_the_owner(store):
     assert await store.cancel_task("alice", a) is None
     await store.record_reports("ep", [], [result(b)])
     assert await store.cancel_task("alice", b) is None
-    rows = await store.get_tasks("alice", [a])
+    rows = await tasks_of(store, "alice", [a])
     assert (
         rows[a]["status"] == TaskState.CANCELLED
         and "cancelled by the user" in rows[a]["exception_text"]
@@ -139,7 +159,7 @@ async def test_memoized_submission_copies_an_earlier_success(store):
     assert list(memo) == [again.task_id]
     _, memo = await store.insert_tasks("bob", [other_owner])
     assert memo == {}
-    rows = await store.get_tasks("alice", [again.task_id])
+    rows = await tasks_of(store, "alice", [again.task_id])
     assert (
         rows[again.task_id]["status"] == "success" and bytes(rows[again.task_id]["data"]) == b"42"
     )

@@ -1,0 +1,1 @@
+"""Tests against a real batch system (a one-node Slurm on loopback)."""
