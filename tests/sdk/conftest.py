@@ -7,6 +7,7 @@ import asyncio
 import inspect
 import json
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,17 @@ COMPATIBLE_VERSION = {
     "protocol": PROTOCOL_VERSION,
     "min_sdk_version": __version__,
 }
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """Poll ``condition`` until it is truthy (returned), or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.01)
+    raise AssertionError("condition not met in time")
 
 
 @pytest.fixture
@@ -214,3 +226,13 @@ def client(service: Any) -> Iterator[Any]:
     c = service.client()
     yield c
     c.close()
+
+
+@pytest.fixture
+def executor(client: Any, offline_endpoint: dict[str, str]) -> Iterator[Any]:
+    """An Executor on the offline endpoint: its futures stay pending until cancelled."""
+    from fx_jupyter import Executor
+
+    ex = Executor(offline_endpoint["id"], client)
+    yield ex
+    ex.shutdown(wait=False, cancel_futures=True)

@@ -4,7 +4,6 @@ through the outage still complete."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from concurrent.futures import wait
 from typing import Any
 
@@ -13,17 +12,7 @@ import zmq
 from fx_jupyter import Executor
 from fx_jupyter.sdk.events import websocket_url
 
-from .conftest import Peer
-
-
-def wait_for(condition: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError("condition not met in time")
+from .conftest import Peer, wait_for
 
 
 def idle(x):  # type: ignore[no-untyped-def]

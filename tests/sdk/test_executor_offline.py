@@ -4,9 +4,7 @@ cancelled, from here or from elsewhere; re-attaching; the event stream."""
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import CancelledError, wait
 from typing import Any
 
@@ -14,26 +12,11 @@ import pytest
 
 from fx_jupyter import Client, Executor, FxError, FxFuture
 
-
-def wait_for(condition: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.01)
-    raise AssertionError("condition not met in time")
+from .conftest import wait_for
 
 
 def square(x):  # type: ignore[no-untyped-def]
     return x * x
-
-
-@pytest.fixture
-def executor(client: Client, offline_endpoint: dict[str, str]) -> Any:
-    ex = Executor(offline_endpoint["id"], client)
-    yield ex
-    ex.shutdown(wait=False, cancel_futures=True)
 
 
 def test_future_waits_and_cancel_stops_the_remote_task(executor: Executor, client: Client) -> None:

@@ -24,13 +24,6 @@ def square(x):  # type: ignore[no-untyped-def]
     return x * x
 
 
-@pytest.fixture
-def executor(client: Client, offline_endpoint: dict[str, str]) -> Any:
-    ex = Executor(offline_endpoint["id"], client)
-    yield ex
-    ex.shutdown(wait=False, cancel_futures=True)
-
-
 def test_task_ids_right_after_submit(
     service: Any, offline_endpoint: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
