@@ -44,6 +44,8 @@ class FxStack:
     endpoint_name: str = "test"
     endpoint_id: str = ""
     extra_server_args: list[str] = field(default_factory=list)
+    #: Store URL (``FX_DB_URL``); None: SQLite in the stack's Jupyter data dir.
+    db_url: str | None = None
 
     @property
     def base_url(self) -> str:
@@ -71,6 +73,9 @@ class FxStack:
             FX_NO_WIDGETS="1",
             PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}",
         )
+        env.pop("FX_DB_URL", None)
+        if self.db_url:
+            env["FX_DB_URL"] = self.db_url
         return env
 
     # --- the Jupyter server --------------------------------------------------------------
@@ -220,9 +225,12 @@ class FxStack:
         self.stop_server()
 
 
-def start_stack(root: Path, endpoint: str | None = "test", max_workers: int = 2) -> FxStack:
-    """A server and (unless ``endpoint`` is None) one started endpoint."""
-    stack = FxStack(root=root)
+def start_stack(
+    root: Path, endpoint: str | None = "test", max_workers: int = 2, db_url: str | None = None
+) -> FxStack:
+    """A server (its store at ``db_url``, default SQLite) and, unless ``endpoint`` is None, one
+    started endpoint."""
+    stack = FxStack(root=root, db_url=db_url)
     root.mkdir(parents=True, exist_ok=True)
     try:
         stack.start_server()

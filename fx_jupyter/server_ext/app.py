@@ -36,7 +36,7 @@ from .endpoints import EndpointRegistry
 from .events import EventHub
 from .functions import FunctionRegistry
 from .handlers import API_PREFIX, default_handlers
-from .schema import is_sqlite
+from .schema import is_sqlite, store_url
 from .store import TaskStore
 from .tasks import TaskManager
 from .validation import ApiError
@@ -84,8 +84,17 @@ _POSITIVE = {
 def _checked(trait: str, value: Any) -> Any:
     """Range checks shared by configured values and values from the environment (traitlets
     does not run ``@validate`` on dynamic defaults)."""
-    if trait == "db_url" and is_sqlite(value):
-        if value.rstrip("/") in ("sqlite:", "sqlite:/", "sqlite://", "sqlite:///:memory:"):
+    if trait == "db_url":
+        try:
+            store_url(value)
+        except ValueError as e:
+            raise TraitError(f"db_url: {e}") from None
+        if is_sqlite(value) and value.rstrip("/") in (
+            "sqlite:",
+            "sqlite:/",
+            "sqlite://",
+            "sqlite:///:memory:",
+        ):
             raise TraitError(
                 f"db_url {value!r}: the store needs a file (several threads share it), e.g. "
                 "sqlite:////path/to/fx.db"

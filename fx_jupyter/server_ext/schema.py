@@ -3,6 +3,10 @@
 SQLAlchemy Core with portable types only, so the same schema runs on SQLite (the embedded
 default) and PostgreSQL (``FX_DB_URL=postgresql+psycopg://...``). Timestamps are Unix seconds in
 double-precision columns; payloads are opaque blobs (DESIGN.md invariant 1).
+
+These tables are the schema the code expects; ``migrations/`` (run by :mod:`.migrate` when the
+service starts) is how a database gets there. A change here needs a new revision there, and
+``tests/server_ext/test_migrations.py`` checks that the two agree on both backends.
 """
 
 from __future__ import annotations
@@ -111,12 +115,40 @@ service_state = sa.Table(
 )
 
 
+BACKENDS = ("sqlite", "postgresql")
+#: Driver used when a URL names none: the one fx installs (``pip install fx-jupyter[postgresql]``),
+#: instead of SQLAlchemy's default psycopg2.
+_DEFAULT_DRIVERS = {"postgresql": "postgresql+psycopg", "postgres": "postgresql+psycopg"}
+
+
+def store_url(url: str | sa.URL) -> sa.URL:
+    """``url`` parsed, with ``postgresql://`` (and ``postgres://``) meaning psycopg 3.
+
+    Raises ValueError naming the problem for a URL that is not one, or names another backend.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ValueError(
+            f"{url!r} is not a database URL (e.g. sqlite:////path/to/fx.db or "
+            "postgresql://user@host/db)"
+        ) from None
+    if parsed.drivername in _DEFAULT_DRIVERS:
+        parsed = parsed.set(drivername=_DEFAULT_DRIVERS[parsed.drivername])
+    if parsed.get_backend_name() not in BACKENDS:
+        raise ValueError(
+            f"{parsed.get_backend_name()!r} is not a supported store backend "
+            f"(supported: {', '.join(BACKENDS)})"
+        )
+    return parsed
+
+
 def is_sqlite(url: str | sa.URL) -> bool:
     """Whether ``url`` names an SQLite database."""
     return sa.make_url(url).get_backend_name() == "sqlite"
 
 
-def create_engine(url: str, *, writer: bool, pool_size: int = 1) -> Engine:
+def create_engine(url: str | sa.URL, *, writer: bool, pool_size: int = 1) -> Engine:
     """An engine for the store.
 
     The writer and the readers get separate engines: on SQLite the writer's transactions start
@@ -126,6 +158,7 @@ def create_engine(url: str, *, writer: bool, pool_size: int = 1) -> Engine:
     consistent across crashes of the process — and SQLAlchemy, not the sqlite3 driver, emits
     BEGIN so savepoints work inside the writer's group transactions.
     """
+    url = store_url(url)
     kwargs: dict[str, Any] = {"pool_size": pool_size, "max_overflow": 0, "pool_pre_ping": False}
     if not is_sqlite(url):
         return sa.create_engine(url, **kwargs)

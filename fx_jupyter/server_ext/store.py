@@ -27,7 +27,7 @@ import sqlalchemy as sa
 
 from fx_endpoint.protocol import TaskState
 
-from . import dbapi
+from . import dbapi, migrate
 from .models import TaskRow
 from .records import (
     Change,
@@ -44,9 +44,9 @@ from .schema import (
     endpoints,
     functions,
     is_sqlite,
-    metadata,
     results,
     service_state,
+    store_url,
     tasks,
 )
 from .statements import (
@@ -76,7 +76,7 @@ class TaskStore:
     def __init__(self, url: str, log: logging.Logger, read_threads: int = 4) -> None:
         self.url = url
         self.log = log
-        self.backend = sa.make_url(url).get_backend_name()
+        self.backend = store_url(url).get_backend_name()
         self._write_engine = create_engine(url, writer=True)
         self._read_engine = create_engine(url, writer=False, pool_size=read_threads)
         self._reads = ThreadPoolExecutor(read_threads, thread_name_prefix="fx-store-read")
@@ -90,7 +90,7 @@ class TaskStore:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Create missing tables, find the last task sequence number, start the writer."""
+        """Create or upgrade the schema, find the last task sequence number, start the writer."""
         if is_sqlite(self.url):
             path = sa.make_url(self.url).database
             if path:
@@ -101,7 +101,9 @@ class TaskStore:
         self.writer.start()
 
     def _open_sync(self) -> int:
-        metadata.create_all(self._write_engine)
+        before, after = migrate.upgrade(self._write_engine)
+        if before != after:
+            self.log.info("fx store schema upgraded from %s to %s", before or "nothing", after)
         with self._read_engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.max(tasks.c.seq))).scalar() or 0)
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import tornado.httpclient
 import tornado.websocket
+from support.databases import Databases
 from tornado.ioloop import IOLoop
 
 from fx_jupyter.testing import FxStack
@@ -22,9 +23,15 @@ LIMIT = 4096
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FxStack]:
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, databases: Databases, db_backend: str
+) -> Iterator[FxStack]:
     root = tmp_path_factory.mktemp("malformed")
-    stack = FxStack(root=root, extra_server_args=[f"--FxService.max_request_size={LIMIT}"])
+    stack = FxStack(
+        root=root,
+        extra_server_args=[f"--FxService.max_request_size={LIMIT}"],
+        db_url=databases.new(db_backend, root),
+    )
     try:
         stack.start_server()
         stack.endpoint_id = stack.configure_endpoint("target", max_workers=1)

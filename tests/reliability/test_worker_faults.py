@@ -14,6 +14,7 @@ from typing import Any
 
 import cloudpickle  # type: ignore[import-untyped]
 import pytest
+from support.databases import Databases
 
 from fx_jupyter.testing import FxStack, start_stack
 
@@ -58,8 +59,11 @@ def nap(seconds: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FxStack]:
-    stack = start_stack(tmp_path_factory.mktemp("faults"), endpoint=None)
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, databases: Databases, db_backend: str
+) -> Iterator[FxStack]:
+    root = tmp_path_factory.mktemp("faults")
+    stack = start_stack(root, endpoint=None, db_url=databases.new(db_backend, root))
     try:
         stack.endpoint_id = stack.configure_endpoint(
             "faulty",

@@ -1,5 +1,6 @@
 """Fixtures of the service tests: a real Jupyter server (pytest-jupyter) with the fx extension,
-its store in the test's tmp_path, two users, and a JSON helper around ``jp_fetch``."""
+its store a fresh database (each test runs on SQLite and on PostgreSQL: ``db_url`` in
+tests/conftest.py), two users, and a JSON helper around ``jp_fetch``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import base64
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
@@ -44,7 +44,8 @@ def fx_config() -> dict[str, Any]:
 
 
 @pytest.fixture
-def jp_server_config(tmp_path: Path, fx_config: dict[str, Any]) -> Config:
+def jp_server_config(db_url: str, fx_config: dict[str, Any]) -> Config:
+    """The server of each service test, its store a fresh database of each backend."""
     return Config(
         {
             "ServerApp": {
@@ -53,7 +54,7 @@ def jp_server_config(tmp_path: Path, fx_config: dict[str, Any]) -> Config:
             },
             "IdentityProvider": {"token": ALICE},
             "FxService": {
-                "db_url": f"sqlite:///{tmp_path / 'store' / 'fx.db'}",
+                "db_url": db_url,
                 "event_flush_interval": 0.001,
                 **fx_config,
             },

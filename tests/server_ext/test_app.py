@@ -50,6 +50,8 @@ def test_default_store_is_in_the_jupyter_data_dir(monkeypatch, tmp_path):
         ("FX_SINGLE_USER", "perhaps", "FX_SINGLE_USER"),
         ("FX_READ_THREADS", "0", "must be positive"),
         ("FX_DB_URL", "sqlite://", "needs a file"),
+        ("FX_DB_URL", "no url at all", "not a database URL"),
+        ("FX_DB_URL", "mysql://fx@127.0.0.1/fx", "'mysql' is not a supported store backend"),
     ],
 )
 def test_bad_options_are_refused_with_their_name(monkeypatch, env, value, message):

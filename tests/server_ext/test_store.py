@@ -5,14 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import secrets
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from support.postgres import PostgresServer
 
 from fx_endpoint.protocol import TaskState
 from fx_jupyter.server_ext.records import NewTask, ResultIn, StoreConflict, new_id
@@ -22,30 +18,9 @@ from fx_jupyter.server_ext.store import TaskStore
 LOG = logging.getLogger("test-store")
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A fresh, empty database of each backend."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'fx.db'}"
-    server: PostgresServer = request.getfixturevalue("postgres")
-    name = f"t_{secrets.token_hex(6)}"
-    admin = sa.create_engine(server.url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    admin.dispose()
-    return server.url.rsplit("/", 1)[0] + "/" + name
-
-
 @pytest.fixture
-def store(store_url: str, jp_asyncio_loop: asyncio.AbstractEventLoop) -> Iterator[TaskStore]:
-    store = TaskStore(store_url, LOG)
+def store(db_url: str, jp_asyncio_loop: asyncio.AbstractEventLoop) -> Iterator[TaskStore]:
+    store = TaskStore(db_url, LOG)
     jp_asyncio_loop.run_until_complete(store.open())
     yield store
     jp_asyncio_loop.run_until_complete(store.close())
@@ -180,13 +155,13 @@ async def test_functions_and_endpoints(store):
     assert loaded.public_key == "L" * 40 and loaded.info == {"display_name": "Laptop"}
 
 
-async def test_sequence_continues_after_reopening(store_url):
-    first = TaskStore(store_url, LOG)
+async def test_sequence_continues_after_reopening(db_url):
+    first = TaskStore(db_url, LOG)
     await first.open()
     seqs, _ = await first.insert_tasks("alice", tasks_for("ep", 3))
     await first.set_state({"broker_port": "1234"})
     await first.close()
-    second = TaskStore(store_url, LOG)
+    second = TaskStore(db_url, LOG)
     await second.open()
     try:
         assert second.committed_seq == seqs[-1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import secrets
 import shutil
 import socket
 import subprocess
@@ -50,12 +51,22 @@ class PostgresServer:
     def url(self) -> str:
         return f"postgresql+psycopg://fx@127.0.0.1:{self.port}/fx"
 
+    def new_database(self) -> str:
+        """A fresh, empty database on this server; its URL in the plain ``postgresql://`` form
+        users write in ``FX_DB_URL``."""
+        import psycopg
+
+        name = f"t_{secrets.token_hex(6)}"
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=fx dbname=fx", autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return f"postgresql://fx@127.0.0.1:{self.port}/{name}"
+
     def _as_owner(self, *cmd: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         if os.geteuid() == 0:
             cmd = ("runuser", "-u", "postgres", "--", *cmd)
         return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
 
-    def start(self) -> "PostgresServer":
+    def start(self) -> PostgresServer:
         bindir = _bindir()
         self.port = _free_port()
         data = self.root / "data"
