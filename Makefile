@@ -7,6 +7,8 @@ PIP := $(VENV)/bin/pip
 HEADLESS ?=
 # Extra pytest arguments, e.g. `make test PYTEST_ARGS="-k broker -x"`.
 PYTEST_ARGS ?=
+# Extra bench/compare.py arguments, e.g. `make bench BENCH_ARGS="--quick"` or `--only fx,dask`.
+BENCH_ARGS ?=
 # Debian packages the tests use (installed by `make system-deps` when missing).
 SYSTEM_PACKAGES := chromium postgresql bubblewrap munge slurmctld slurmd slurm-client
 
@@ -35,8 +37,8 @@ run: setup  ## JupyterLab with the fx service, a local endpoint and the tutorial
 test: setup system-deps  ## Set everything up and run the whole test suite.
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-bench: setup  ## Run the benchmarks in bench/ and print their figures.
-	$(PY) bench/throughput.py
+bench: setup  ## fx side by side with its peers (installed into .venv-bench on first use), then fx's own benchmarks.
+	$(PY) bench/compare.py $(BENCH_ARGS)
 	$(PY) bench/engines.py
 	$(PY) bench/responsiveness.py
 

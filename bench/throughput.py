@@ -1,95 +1,131 @@
-"""fx end to end: no-op tasks/s through one batch and through Executor.map, and the warm round-trip
-latency of Executor.submit(...).result().
+"""fx end to end: no-op tasks/s submitted one by one, through one batch and through
+Executor.map; the warm round-trip latency of Executor.submit(...).result(); and the round trip of
+a 10 MB argument whose 10 MB echo comes back.
 
 Starts its own Jupyter server with the fx service and one endpoint (process engine) in a
-temporary directory, measures, prints a table, and stops everything.
+temporary directory, measures, prints a table, and stops everything. The measuring protocol is
+the one every peer of bench/compare.py follows (bench/peers/measure.py), so the figures compare.
 
     .venv/bin/python bench/throughput.py [--tasks 20000] [--samples 1000] [--workers 2]
 """
 
 from __future__ import annotations
 
-import argparse
 import platform
-import statistics
+import sys
 import tempfile
 import time
-from concurrent.futures import wait
 from pathlib import Path
+from typing import Any
 
-from fx_jupyter import Executor
-from fx_jupyter.testing import start_stack
+sys.path.insert(0, str(Path(__file__).resolve().parent / "peers"))
+
+import measure  # bench/peers is a script directory, not a package
+
+from fx_jupyter import Client, Executor
+from fx_jupyter.testing import FxStack, start_stack
+
+#: How long one task or one batch may take before the run is called stuck.
+RESULT_TIMEOUT = 600
 
 
 def noop(x):
     return x
 
 
-def measure_batch(client, endpoint_id: str, function_id: str, n: int) -> float:
-    """Tasks/s for one batch_run of ``n`` tasks, all results collected."""
-    with Executor(endpoint_id=endpoint_id, client=client) as ex:
-        start = time.perf_counter()
-        batch = client.create_batch()
-        for i in range(n):
-            batch.add(i, endpoint_id=endpoint_id, function_id=function_id)
-        task_ids = client.batch_run(batch)
-        futures = ex.get_futures(task_ids)
-        wait(futures)
-        elapsed = time.perf_counter() - start
-        assert [f.result() for f in futures] == list(range(n))
-    return n / elapsed
-
-
-def measure_map(client, endpoint_id: str, n: int) -> float:
+def measure_map(ex: Executor, n: int) -> float:
     """Tasks/s through Executor.map over ``n`` items."""
-    with Executor(endpoint_id=endpoint_id, client=client) as ex:
-        list(ex.map(noop, range(10)))  # registers the function, warms the workers
-        start = time.perf_counter()
-        results = list(ex.map(noop, range(n)))
-        elapsed = time.perf_counter() - start
+    list(ex.map(noop, range(10)))  # registers the function, warms the workers
+    start = time.perf_counter()
+    results = list(ex.map(noop, range(n), timeout=RESULT_TIMEOUT))
+    elapsed = time.perf_counter() - start
     assert results == list(range(n))
     return n / elapsed
 
 
-def measure_latency(client, endpoint_id: str, samples: int) -> tuple[float, float]:
-    """Median and p99 in ms of a warm submit(...).result()."""
-    times = []
-    with Executor(endpoint_id=endpoint_id, client=client) as ex:
-        for i in range(50):
-            ex.submit(noop, i).result(timeout=30)
-        for i in range(samples):
-            start = time.perf_counter()
-            ex.submit(noop, i).result(timeout=30)
-            times.append((time.perf_counter() - start) * 1000)
-    times.sort()
-    return statistics.median(times), times[int(0.99 * (len(times) - 1))]
+def fx_system(stack: FxStack, client: Client, ex: Executor) -> measure.System:
+    """fx as `measure.run` drives a peer: Executor.submit one by one, one batch_run as the bulk
+    call, the Jupyter server as the service and the endpoint daemon (workers excluded) beside."""
+    function_ids: dict[Any, str] = {}
+
+    def batch(fn: Any, items: Any) -> list[Any]:
+        function_id = function_ids.get(fn) or function_ids.setdefault(
+            fn, client.register_function(fn)
+        )
+        task_ids = client.batch_run(_batch_of(client, stack.endpoint_id, function_id, items))
+        futures = ex.get_futures(task_ids)
+        return [f.result(timeout=RESULT_TIMEOUT) for f in futures]
+
+    endpoint_pid = stack.endpoint_pid(stack.endpoint_name)
+    return measure.System(
+        submit=ex.submit,
+        gather=lambda futures: [f.result(timeout=RESULT_TIMEOUT) for f in futures],
+        batch=batch,
+        batch_name="batch_run",
+        service_pids=lambda: [stack.server.pid] if stack.server else [],
+        extra_pids={"endpoint daemon": lambda: [endpoint_pid] if endpoint_pid else []},
+    )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--tasks", type=int, default=20000, help="tasks per throughput run")
-    parser.add_argument("--samples", type=int, default=1000, help="round trips for the latency figure")
-    parser.add_argument("--workers", type=int, default=2, help="endpoint workers")
-    args = parser.parse_args()
+def _batch_of(client: Client, endpoint_id: str, function_id: str, items: Any) -> Any:
+    batch = client.create_batch()
+    for item in items:
+        batch.add(item, endpoint_id=endpoint_id, function_id=function_id)
+    return batch
 
+
+def measure_fx(args: Any) -> dict[str, Any]:
+    """Every figure of one fx run (the peers' protocol plus Executor.map), on a fresh stack."""
     with tempfile.TemporaryDirectory(prefix="fx-bench-") as tmp:
         stack = start_stack(Path(tmp), endpoint="bench", max_workers=args.workers)
         try:
             client = stack.client()
-            fid = client.register_function(noop)
-            measure_batch(client, stack.endpoint_id, fid, 200)  # warm up
-            batch_rate = measure_batch(client, stack.endpoint_id, fid, args.tasks)
-            map_rate = measure_map(client, stack.endpoint_id, args.tasks)
-            p50, p99 = measure_latency(client, stack.endpoint_id, args.samples)
+            try:
+                with Executor(endpoint_id=stack.endpoint_id, client=client) as ex:
+                    system = fx_system(stack, client, ex)
+                    figures = measure.run(system, noop, args)
+                    try:
+                        figures["map"] = measure_map(ex, args.tasks)
+                    except Exception as exc:  # noqa: BLE001 - shown in the row like any failure
+                        figures["map_error"] = f"{type(exc).__name__}: {exc}"
+            finally:
+                client.close()
         finally:
             stack.teardown()
+    return figures
 
-    print(f"fx end to end, {args.workers} workers, Python {platform.python_version()}, "
-          f"{platform.machine()}, {time.strftime('%Y-%m-%d')}")
-    print(f"| measure | value |\n|---|---|")
-    print(f"| batch_run of {args.tasks} no-op tasks | {batch_rate:,.0f} tasks/s |")
-    print(f"| Executor.map of {args.tasks} no-op tasks | {map_rate:,.0f} tasks/s |")
-    print(f"| Executor.submit(...).result() round trip p50 / p99 | {p50:.2f} / {p99:.2f} ms |")
+
+def main() -> None:
+    args = measure.parse_args(__doc__)
+    figures = measure_fx(args)
+
+    def cell(key: str, fmt: str) -> str:
+        """The figure formatted, or why it could not be had."""
+        return (
+            fmt.format(figures[key]) if key in figures else f"fails: {figures.get(key + '_error')}"
+        )
+
+    print(
+        f"fx end to end, {args.workers} workers, Python {platform.python_version()}, "
+        f"{platform.machine()}, {time.strftime('%Y-%m-%d')}"
+    )
+    if "round_trip" in figures:
+        latency = "{p50:.2f} / {p99:.2f} ms".format(**figures["round_trip"])
+    else:
+        latency = f"fails: {figures.get('round_trip_error')}"
+    rows = [
+        (
+            f"Executor.submit of {args.tasks} no-op tasks, one by one",
+            cell("one_by_one", "{:,.0f} tasks/s"),
+        ),
+        (f"batch_run of {args.tasks} no-op tasks", cell("batch", "{:,.0f} tasks/s")),
+        (f"Executor.map of {args.tasks} no-op tasks", cell("map", "{:,.0f} tasks/s")),
+        ("Executor.submit(...).result() round trip p50 / p99", latency),
+        (f"{args.large_mb} MB argument and result round trip", cell("large", "{:,.1f} ms")),
+    ]
+    print("| measure | value |\n|---|---|")
+    for name, value in rows:
+        print(f"| {name} | {value} |")
 
 
 if __name__ == "__main__":

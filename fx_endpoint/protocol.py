@@ -152,3 +152,17 @@ def check_compatible(peer_protocol: Any, peer_version: Any, peer_role: str, my_r
             f"{my_role} {__version__} (protocol {PROTOCOL_VERSION}); install the same fx-jupyter "
             f"version on both sides"
         )
+
+
+def readable_text(text: str) -> str:
+    """``text`` with what no database text column holds replaced by U+FFFD: NUL characters
+    (PostgreSQL refuses them) and unpaired UTF-16 surrogates (no UTF-8 encoder takes them). A
+    task's output and error travel and are stored as text; a stray byte in them must not cost
+    the task its result."""
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text

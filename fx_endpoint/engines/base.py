@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from .. import serialize
 from ..config import EndpointConfig
 from ..paths import EndpointDir
+from ..protocol import readable_text
 
 
 @dataclass
@@ -53,6 +54,12 @@ class TaskOutcome:
     stderr: str = ""
     exception_text: str | None = None
     retries: int = 0
+
+    def __post_init__(self) -> None:
+        self.stdout = readable_text(self.stdout)
+        self.stderr = readable_text(self.stderr)
+        if self.exception_text is not None:
+            self.exception_text = readable_text(self.exception_text)
 
 
 def cancelled_outcome(task: Task) -> TaskOutcome:

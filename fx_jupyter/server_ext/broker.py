@@ -44,6 +44,7 @@ from fx_endpoint.protocol import (
     check_compatible,
     decode,
     encode,
+    readable_text,
     require,
 )
 
@@ -376,7 +377,7 @@ def _updates(body: dict[str, Any]) -> list[tuple[str, str, float]]:
         if (
             not isinstance(item, list)
             or len(item) != 3
-            or not isinstance(item[0], str)
+            or not _is_task_id(item[0])
             or item[1] not in TaskState.AT_ENDPOINT
             or not _is_number(item[2])
         ):
@@ -386,6 +387,12 @@ def _updates(body: dict[str, Any]) -> list[tuple[str, str, float]]:
 
 
 _RESULT_TEXT_FIELDS = ("exception_text", "stdout", "stderr")
+
+
+def _is_task_id(value: Any) -> bool:
+    """A string a task id column can be searched for (ids are UUIDs; anything else is unknown
+    and counted as such, but a NUL would fail the whole batch's statement on PostgreSQL)."""
+    return type(value) is str and len(value) <= 64 and readable_text(value) == value
 
 
 def _results(body: dict[str, Any], frames: list[Any]) -> list[ResultIn]:
@@ -398,14 +405,14 @@ def _results(body: dict[str, Any], frames: list[Any]) -> list[ResultIn]:
             raise ProtocolError(f"results[{i}] is not an object")
         task_id = header.get("task_id")
         status = header.get("status")
-        if not isinstance(task_id, str) or status not in TaskState.TERMINAL:
+        if not _is_task_id(task_id) or status not in TaskState.TERMINAL:
             raise ProtocolError(f"results[{i}] needs a task_id and a final status")
         texts: list[str | None] = []
         for key in _RESULT_TEXT_FIELDS:
             value = header.get(key)
             if value is not None and not isinstance(value, str):
                 raise ProtocolError(f"results[{i}].{key} is not a string")
-            texts.append(value)
+            texts.append(None if value is None else readable_text(value))
         exception_text, stdout, stderr = texts
         ts = header.get("ts")
         if ts is not None and not _is_number(ts):

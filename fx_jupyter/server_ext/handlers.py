@@ -93,6 +93,14 @@ class FxHandler(ExtensionHandlerMixin, APIHandler):
             )
         await self.service.ready()
 
+    def decode_argument(self, value: bytes, name: str | None = None) -> str:
+        """Path and query arguments, refusing what no text column can hold (``%00``)."""
+        decoded = super().decode_argument(value, name)
+        why = v.storable_text_error(decoded)
+        if why:
+            raise v.bad_request(f"{name or 'the URL'}: {why}")
+        return decoded
+
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every error as ``{"error", "message"}``."""
         exc = kwargs.get("exc_info", (None, None, None))[1]

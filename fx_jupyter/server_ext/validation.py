@@ -24,6 +24,9 @@ from .endpoints import NAME_PATTERN
 _Z85 = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
 MAX_ID = 255
 MAX_TEXT = 1024 * 1024
+#: What in a raw body may decode to a string no database stores: a NUL escape, a surrogate
+#: escape, or surrogate bytes (json accepts them). Only bodies matching it are walked.
+_SUSPECT = re.compile(rb"\\u(?:0000|[dD][89a-fA-F][0-9a-fA-F]{2})|\xed[\xa0-\xbf]")
 
 
 class ApiError(web.HTTPError):
@@ -50,7 +53,37 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise bad_request(f"the request body is not JSON: {e}") from None
     if not isinstance(body, dict):
         raise bad_request(f"the request body must be a JSON object, not {type(body).__name__}")
+    if _SUSPECT.search(raw):
+        _check_strings(body, "")
     return body
+
+
+def storable_text_error(value: str) -> str | None:
+    """Why ``value`` cannot be stored as text (NUL, unpaired surrogate), or None if it can."""
+    if "\x00" in value:
+        return "contains a NUL character, which text cannot hold"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "contains an unpaired UTF-16 surrogate, which is not Unicode text"
+    return None
+
+
+def _check_strings(value: Any, where: str) -> None:
+    """400 naming the first string (or key) below ``value`` that text columns cannot hold."""
+    if isinstance(value, str):
+        why = storable_text_error(value)
+        if why:
+            raise bad_request(f"{where or 'the request body'}: {why}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            path = f"{where}.{key}" if where else key
+            if storable_text_error(key):
+                raise bad_request(f"{path!r}: a field name {storable_text_error(key)}")
+            _check_strings(item, path)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _check_strings(item, f"{where}[{i}]")
 
 
 def check_keys(body: dict[str, Any], allowed: set[str], where: str = "") -> None:

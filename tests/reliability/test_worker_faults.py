@@ -163,3 +163,21 @@ def test_arguments_that_do_not_load_fail_the_task_not_the_worker(client, stack, 
     assert task["status"] == "failed" and task["details"]["retries"] == 0
     assert "argument" in str(task["exception"]).lower(), str(task["exception"])
     assert run(client, stack, square, 3)["result"] == 9
+
+
+def print_unstorable_text() -> str:
+    import sys
+
+    print("nul\x00here")
+    sys.stderr.write("lone\ud800surrogate\n")
+    raise ValueError("error with a nul\x00 too")
+
+
+def test_output_no_text_column_can_hold_is_kept_readable(client, stack) -> None:
+    """A NUL or an unpaired surrogate in a task's output or error (PostgreSQL refuses the first,
+    every UTF-8 encoder the second) must not lose the result: it arrives with U+FFFD instead."""
+    task = run(client, stack, print_unstorable_text)
+    assert task["status"] == "failed" and isinstance(task["exception"], ValueError)
+    assert "nul\ufffdhere" in task["details"]["stdout"], task["details"]
+    assert "lone\ufffdsurrogate" in task["details"]["stderr"], task["details"]
+    assert run(client, stack, square, 4)["result"] == 16
