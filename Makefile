@@ -41,6 +41,9 @@ bench: setup  ## fx side by side with its peers (installed into .venv-bench on f
 	$(PY) bench/compare.py $(BENCH_ARGS)
 	$(PY) bench/engines.py
 	$(PY) bench/responsiveness.py
+	$(PY) bench/cell_overhead.py
+	$(PY) bench/large_payloads.py
+	$(PY) bench/queued.py
 
 clean:  ## Remove the virtualenv and build artifacts.
 	rm -rf $(VENV) build dist *.egg-info labextension/node_modules labextension/lib labextension/tsconfig.tsbuildinfo fx_jupyter/labextension

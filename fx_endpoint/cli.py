@@ -29,9 +29,14 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# Arguments and options several commands share, declared once so they read the same everywhere.
 Name = Annotated[
     str, typer.Argument(metavar="NAME", help="The endpoint's name.", show_default=True)
 ]
+StartTimeout = Annotated[
+    float, typer.Option(min=1, help="Seconds to wait for the endpoint to connect.")
+]
+StopTimeout = Annotated[float, typer.Option(min=0, help="Seconds to wait before killing it.")]
 
 
 @contextmanager
@@ -92,12 +97,7 @@ def configure(
 
 
 @app.command()
-def start(
-    name: Name = DEFAULT_NAME,
-    timeout: Annotated[
-        float, typer.Option(min=1, help="Seconds to wait for the endpoint to connect.")
-    ] = control.DEFAULT_START_TIMEOUT,
-) -> None:
+def start(name: Name = DEFAULT_NAME, timeout: StartTimeout = control.DEFAULT_START_TIMEOUT) -> None:
     """Start NAME in the background; return once it is connected to the service.
 
     A start that fails (bad config, service unreachable, credential refused, incompatible
@@ -108,12 +108,7 @@ def start(
 
 
 @app.command()
-def stop(
-    name: Name = DEFAULT_NAME,
-    timeout: Annotated[
-        float, typer.Option(min=0, help="Seconds to wait before killing it.")
-    ] = control.DEFAULT_STOP_TIMEOUT,
-) -> None:
+def stop(name: Name = DEFAULT_NAME, timeout: StopTimeout = control.DEFAULT_STOP_TIMEOUT) -> None:
     """Stop NAME: its workers stop, its unfinished tasks run again at the next start."""
     with _errors():
         _print(control.stop(name, timeout))
@@ -121,10 +116,7 @@ def stop(
 
 @app.command()
 def restart(
-    name: Name = DEFAULT_NAME,
-    timeout: Annotated[
-        float, typer.Option(min=1, help="Seconds to wait for the endpoint to connect.")
-    ] = control.DEFAULT_START_TIMEOUT,
+    name: Name = DEFAULT_NAME, timeout: StartTimeout = control.DEFAULT_START_TIMEOUT
 ) -> None:
     """Stop NAME if it runs, then start it (e.g. after editing config.yaml)."""
     with _errors():

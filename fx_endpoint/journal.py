@@ -9,13 +9,21 @@ again. Should the endpoint crash between a result and its acknowledgement, the t
 here and runs again: delivery is at-least-once, and the service keeps the first result.
 
 SQLite in WAL mode with ``synchronous=NORMAL``: a commit survives the process dying, and costs
-no fsync. Writes are buffered by the daemon's loop and committed in one transaction per loop
-turn, so a task costs two rows in batched statements (one insert, one delete), never a commit.
+no fsync. Arguments and results over :data:`FILE_BYTES` are files of ``journal-payloads/``
+instead (the row holds a marker): SQLite would write each byte twice (log, then database) and
+refuses blobs over 1 GB. A file is written before the commit that refers to it (with the same
+durability: no fsync) and unlinked after the one that forgets it; files no row names, left by
+a crash in between, go at the next start (:meth:`Journal.collect_garbage`). Writes are buffered by the daemon's loop and committed in one transaction at most
+20 ms after the first of them (and before the daemon acknowledges tasks), so a task costs two rows
+in batched statements (one insert, one delete), never a commit; and a task whose result is
+acknowledged before its acceptance was committed costs none (:meth:`Journal.forget`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,9 +52,20 @@ CREATE TABLE IF NOT EXISTS results (
 """
 
 
+#: Payloads larger than this are journal files rather than rows.
+FILE_BYTES = 1024 * 1024
+#: What a row holds instead of a payload kept in a file (no pickle starts with a NUL byte).
+_IN_FILE = b"\0fx-journal-file"
+
+
 def _blob(value: Any) -> Any:
     """A zmq Frame as a buffer sqlite3 can store without copying it first."""
     return value.buffer if hasattr(value, "buffer") else value
+
+
+def _file_name(task_id: str, kind: str) -> str:
+    """A file name for a task's payload (task ids come from the network: never a path)."""
+    return f"{hashlib.sha256(task_id.encode()).hexdigest()[:32]}.{kind}"
 
 
 class Journal:
@@ -59,11 +78,16 @@ class Journal:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._functions: list[tuple[str, Any]] = []
-        self._tasks: list[tuple[Any, ...]] = []
+        #: Accepted tasks not committed yet, by id (see :meth:`forget`).
+        self._tasks: dict[str, tuple[Any, ...]] = {}
         self._stored: list[tuple[str, str, Any]] = []
         self._forgotten: list[tuple[str]] = []
         #: Function ids stored (or about to be), so a payload is written once, not per task.
         self._stored_functions: set[str] = set()
+        self._files = path.parent / "journal-payloads"
+        self._files.mkdir(mode=0o700, exist_ok=True)
+        #: Ids of tasks with payload files, so forgetting the others costs no unlink.
+        self._with_files: set[str] = set()
 
     # --- buffered writes ----------------------------------------------------------------------
 
@@ -72,8 +96,12 @@ class Journal:
         if task.function_id not in self._stored_functions:
             self._stored_functions.add(task.function_id)
             self._functions.append((task.function_id, _blob(task.function)))
-        self._tasks.append(
-            (task.task_id, task.function_id, _blob(task.args), task.walltime, received)
+        self._tasks[task.task_id] = (
+            task.task_id,
+            task.function_id,
+            _blob(task.args),
+            task.walltime,
+            received,
         )
 
     def store_result(self, header: dict[str, Any], payload: Any) -> None:
@@ -81,20 +109,29 @@ class Journal:
         self._stored.append((header["task_id"], json.dumps(header), _blob(payload)))
 
     def forget(self, task_ids: list[str]) -> None:
-        """The service acknowledged these results: drop their tasks and stored results."""
-        self._forgotten.extend((task_id,) for task_id in task_ids)
+        """The service acknowledged these results: drop their tasks and stored results.
+
+        A task whose acceptance is not committed yet just leaves the buffer: a task that comes
+        and goes between two commits costs no write at all.
+        """
+        for task_id in task_ids:
+            if self._tasks.pop(task_id, None) is None or self._stored:
+                self._forgotten.append((task_id,))
 
     def commit(self) -> None:
         """Apply every buffered write in one transaction."""
         if not (self._tasks or self._stored or self._forgotten):
             return
+        self._write_files()
         db = self._db
         db.execute("BEGIN")
         try:
             if self._functions:
                 db.executemany("INSERT OR IGNORE INTO functions VALUES (?, ?)", self._functions)
             if self._tasks:
-                db.executemany("INSERT OR IGNORE INTO tasks VALUES (?, ?, ?, ?, ?)", self._tasks)
+                db.executemany(
+                    "INSERT OR IGNORE INTO tasks VALUES (?, ?, ?, ?, ?)", self._tasks.values()
+                )
             if self._stored:
                 db.executemany("INSERT OR REPLACE INTO results VALUES (?, ?, ?)", self._stored)
                 db.executemany(
@@ -107,7 +144,41 @@ class Journal:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        self._functions, self._tasks, self._stored, self._forgotten = [], [], [], []
+        if self._with_files and self._forgotten:
+            self._unlink_files([row[0] for row in self._forgotten])
+        self._functions, self._tasks, self._stored, self._forgotten = [], {}, [], []
+
+    def _write_files(self) -> None:
+        """Move the large payloads of buffered rows to files; the rows get a marker."""
+        for task_id, row in self._tasks.items():
+            if len(row[2]) > FILE_BYTES:
+                self._tasks[task_id] = (*row[:2], self._to_file(task_id, "args", row[2]), *row[3:])
+        for i, (task_id, header, payload) in enumerate(self._stored):
+            if len(payload) > FILE_BYTES:
+                self._stored[i] = (task_id, header, self._to_file(task_id, "result", payload))
+
+    def _to_file(self, task_id: str, kind: str, payload: Any) -> bytes:
+        name = _file_name(task_id, kind)
+        with open(self._files / name, "wb") as f:
+            f.write(payload)
+        self._with_files.add(task_id)
+        return _IN_FILE + name.encode()
+
+    def _from_file(self, value: bytes) -> bytes:
+        """A payload column's bytes: the value itself, or the file it names."""
+        if value[: len(_IN_FILE)] != _IN_FILE:
+            return value
+        return (self._files / self._from_name(value)).read_bytes()
+
+    def _unlink_files(self, task_ids: list[str]) -> None:
+        for task_id in task_ids:
+            if task_id in self._with_files:
+                self._with_files.discard(task_id)
+                for kind in ("args", "result"):
+                    try:
+                        os.unlink(self._files / _file_name(task_id, kind))
+                    except FileNotFoundError:
+                        pass
 
     # --- reads (at start, on reconnect) -------------------------------------------------------
 
@@ -118,7 +189,7 @@ class Journal:
             "FROM tasks t JOIN functions f USING (function_id) ORDER BY t.rowid"
         )
         return [
-            (Task(tid, fid, fn, args, walltime), received)
+            (Task(tid, fid, fn, self._from_file(args), walltime), received)
             for tid, fid, fn, args, walltime, received in rows
         ]
 
@@ -133,15 +204,30 @@ class Journal:
                 "SELECT header, payload FROM results WHERE task_id = ?", (task_id,)
             ).fetchone()
             if row is not None:
-                yield json.loads(row[0]), row[1]
+                yield json.loads(row[0]), self._from_file(row[1])
 
     def collect_garbage(self) -> None:
-        """Drop function payloads no pending task needs any more."""
+        """Drop function payloads no pending task needs any more, and payload files no row
+        names (a crash between writing one and committing, or committing and unlinking)."""
         self.commit()
         self._stored_functions.clear()
         self._db.execute(
             "DELETE FROM functions WHERE function_id NOT IN (SELECT function_id FROM tasks)"
         )
+        named = {
+            self._from_name(value): task_id
+            for query in ("SELECT task_id, args FROM tasks", "SELECT task_id, payload FROM results")
+            for task_id, value in self._db.execute(query)
+            if value[: len(_IN_FILE)] == _IN_FILE
+        }
+        self._with_files = set(named.values())
+        for name in os.listdir(self._files):
+            if name not in named:
+                os.unlink(self._files / name)
+
+    @staticmethod
+    def _from_name(value: bytes) -> str:
+        return value[len(_IN_FILE) :].decode()
 
     def close(self) -> None:
         self.commit()

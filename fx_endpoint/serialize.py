@@ -122,8 +122,9 @@ def serialize_args(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     return cloudpickle.dumps((tuple(args), dict(kwargs)))
 
 
-def deserialize_args(payload: bytes) -> tuple[tuple[Any, ...], dict[str, Any]]:
-    """Unpack call arguments; malformed payloads raise :class:`DeserializationError`."""
+def deserialize_args(payload: bytes | memoryview) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Unpack call arguments (any buffer: a received frame need not be copied to ``bytes``);
+    malformed payloads raise :class:`DeserializationError`."""
     try:
         args, kwargs = pickle.loads(payload)
     except Exception as e:

@@ -132,6 +132,12 @@ def _as_bytes(frame: Any) -> bytes:
     return frame.bytes if isinstance(frame, zmq.Frame) else bytes(frame)
 
 
+def _as_buffer(frame: Any) -> Any:
+    """A received frame's bytes as a buffer, not a copy: ``pickle.loads`` reads any buffer,
+    and arguments may be hundreds of MB."""
+    return frame.buffer if isinstance(frame, zmq.Frame) else frame
+
+
 def _user_traceback(exc: BaseException) -> str:
     """The traceback text of ``exc`` without this module's own frames at its top."""
     tb = exc.__traceback__
@@ -164,7 +170,7 @@ def run_task(
     exc_text = None
     try:
         fn = functions.get(function_id)
-        args, kwargs = serialize.deserialize_args(_as_bytes(args_payload))
+        args, kwargs = serialize.deserialize_args(_as_buffer(args_payload))
         payload = pack_result(fn(*args, **kwargs))
         ok = True
     except BaseException as e:  # noqa: BLE001 - a task's SystemExit must not end the worker
@@ -214,18 +220,14 @@ class Worker:
             "dropped": self._dropped,
             "started": list(started) if started else None,
         }
-        self.socket.send_multipart(protocol.encode(REPORT, body, self._payloads))
+        protocol.send_frames(self.socket, protocol.encode(REPORT, body, self._payloads))
         self._done, self._payloads, self._dropped = [], [], []
         self._announced = started[0] if started else None
 
     def _take_in(self) -> None:
-        """Everything already waiting on the socket."""
-        while True:
-            try:
-                frames = self.socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
-            self._handle(frames)
+        """Everything already waiting on the socket (this runs before every task)."""
+        while protocol.has_message(self.socket):
+            self._handle(protocol.recv_frames(self.socket))
 
     def _handle(self, frames: list[Any]) -> None:
         msg = protocol.decode(frames, TO_WORKER)
@@ -297,7 +299,8 @@ class Worker:
                 ):
                     self._flush((task_id, now))
                 self._current = (task_id, now)
-            self._busy.set()
+            if not self._busy.is_set():
+                self._busy.set()
             ok, t0, t1, out, err, exc, payload = run_task(self.functions, function_id, args_payload)
             with self._lock:
                 self._current = None

@@ -62,6 +62,31 @@ class TaskOutcome:
             self.exception_text = readable_text(self.exception_text)
 
 
+def ran_outcome(
+    task: Task,
+    ok: bool,
+    payload: Any,
+    started: float,
+    finished: float,
+    stdout: str,
+    stderr: str,
+    exception_text: str | None,
+) -> TaskOutcome:
+    """The outcome of a task a worker ran to its end (what :func:`fx_endpoint.worker.run_task`
+    reports): its value, or the exception its function raised."""
+    return TaskOutcome(
+        task.task_id,
+        "success" if ok else "failed",
+        payload,
+        finished,
+        started=started,
+        stdout=stdout,
+        stderr=stderr,
+        exception_text=exception_text,
+        retries=task.retries,
+    )
+
+
 def cancelled_outcome(task: Task) -> TaskOutcome:
     """The outcome of a cancelled task: its payload raises ``CancelledError`` in the caller."""
     error = CancelledError(f"task {task.task_id} was cancelled")

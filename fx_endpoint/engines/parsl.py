@@ -22,6 +22,8 @@ This module adds what fx promises on top:
   tasks wait for nodes (``waiting-for-nodes``), then for a worker (``waiting-for-launch``).
   The interchange hands out tasks oldest first, so the N oldest tasks in HTEX are the N its
   managers hold: those are ``running`` (HTEX prefetches none, so a manager runs all it holds).
+  A task short enough to run between two looks is reported ``running`` (since its worker
+  started it) when its result comes.
 
 HTEX's result thread and that observer never call the listener: they queue what happened and
 wake the daemon's loop through a socket pair, whose read end is this engine's poll item.
@@ -50,7 +52,15 @@ from parsl.utils import Timer
 from .. import worker
 from ..errors import WalltimeExceeded, WorkerLost
 from . import parsl_config
-from .base import Engine, EngineError, Task, TaskOutcome, cancelled_outcome, failed_outcome
+from .base import (
+    Engine,
+    EngineError,
+    Task,
+    TaskOutcome,
+    cancelled_outcome,
+    failed_outcome,
+    ran_outcome,
+)
 
 log = logging.getLogger(__name__)
 
@@ -371,17 +381,12 @@ class ParslEngine(Engine):
             outcome = failed_outcome(task, error, t0)
             outcome.stdout, outcome.stderr = out, err
         else:
-            outcome = TaskOutcome(
-                task.task_id,
-                status,
-                payload,
-                t1,
-                started=t0,
-                stdout=out,
-                stderr=err,
-                exception_text=exc,
-                retries=task.retries,
-            )
+            outcome = ran_outcome(task, status == "success", payload, t0, t1, out, err, exc)
+        if not held.running:
+            # It ran between two looks of the observer (a short task does): it was running all
+            # the same, since t0.
+            held.running = True
+            self.listener.task_running(task.task_id, t0)
         self._finish(held, outcome)
 
     def _finish(self, held: _Held, outcome: TaskOutcome) -> None:

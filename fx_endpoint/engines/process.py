@@ -40,7 +40,7 @@ import zmq
 
 from .. import protocol, worker
 from ..errors import WalltimeExceeded, WorkerLost
-from .base import Engine, EngineError, Task, TaskOutcome, cancelled_outcome, failed_outcome
+from .base import Engine, EngineError, Task, cancelled_outcome, failed_outcome, ran_outcome
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,9 @@ class ProcessEngine(Engine):
         super().__init__(*args, **kwargs)
         self._max_workers = self.config.engine.max_workers
         self._max_retries = self.config.max_retries_on_system_failure
-        self._context: zmq.Context[Any] = zmq.Context.instance()
+        # Its own context, ended in stop(): the process-wide instance would outlive the engine
+        # (and be shared with whoever else in the process uses it, tests included).
+        self._context: zmq.Context[Any] = zmq.Context()
         self._socket: zmq.Socket[Any] | None = None
         self._socket_path = self.endpoint_dir.worker_socket()
         self._url = f"ipc://{self._socket_path}"
@@ -257,6 +259,7 @@ class ProcessEngine(Engine):
         if self._socket is not None:
             self._socket.close(linger=0)
             self._socket = None
+        self._context.term()
         self._deaths.close()
         try:
             self._socket_path.unlink()
@@ -447,18 +450,16 @@ class ProcessEngine(Engine):
     def _send(self, w: _Worker, frames: list[Any]) -> None:
         assert self._socket is not None
         try:
-            self._socket.send_multipart([w.identity, *frames])
+            protocol.send_frames(self._socket, [w.identity, *frames])
         except zmq.ZMQError as e:
             # Its connection is gone: it is dying, and _reap will settle its tasks.
             log.debug("cannot reach worker %s: %s", w.identity, e)
 
     def _receive(self) -> None:
-        assert self._socket is not None
-        while True:
-            try:
-                frames = self._socket.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
+        socket = self._socket
+        assert socket is not None
+        while protocol.has_message(socket):
+            frames = protocol.recv_frames(socket)
             w = self._workers.get(frames[0].bytes)
             if w is None:
                 continue
@@ -487,19 +488,7 @@ class ProcessEngine(Engine):
                 continue
             mean = self._mean_duration
             self._mean_duration = t1 - t0 if mean is None else 0.9 * mean + 0.1 * (t1 - t0)
-            self.listener.task_finished(
-                TaskOutcome(
-                    task_id,
-                    "success" if ok else "failed",
-                    payload,
-                    t1,
-                    started=t0,
-                    stdout=out,
-                    stderr=err,
-                    exception_text=exc,
-                    retries=task.retries,
-                )
-            )
+            self.listener.task_finished(ran_outcome(task, ok, payload, t0, t1, out, err, exc))
         for task_id in msg.body["dropped"]:
             self._settled(w, task_id)
             self._dropping.discard(task_id)

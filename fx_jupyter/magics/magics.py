@@ -4,8 +4,8 @@
 analyse the cell (:mod:`.analysis`), generate its function (:mod:`.codegen`), register it once
 per code, submit it with the notebook values it reads, and follow it (:mod:`.cell_run`).
 
-Re-running a cell costs one request, the submit: the generated function, its id, the endpoint's
-id and an Executor are cached per cell text, endpoint and walltime, and the endpoint's online
+Re-running a cell costs one request, the submit: the cell's analysis, the generated function,
+its id, the endpoint's id and an Executor are cached per cell text, endpoint and task options, and the endpoint's online
 state comes from the event stream after the first look.
 """
 
@@ -44,7 +44,8 @@ from .codegen import CellFunction, build_cell_function, parse_cell
 from .options import DEFAULT_TASK_LIMIT, CellOptions, parse_cell_options, parse_line_command
 from .tables import EndpointTable, TaskTable
 
-#: Generated cell functions kept for re-runs (one per cell text and argument list).
+#: Cell analyses and generated cell functions kept for re-runs (per cell text, and per cell
+#: text and argument list).
 CELL_CACHE_SIZE = 128
 
 
@@ -76,9 +77,10 @@ class FxMagics(Magics):
         self._endpoints: dict[str, tuple[str, str]] = {}  # name or id -> (id, name)
         self._endpoint_states: dict[str, str] = {}  # id -> online | offline
         self._endpoint_listener: Any = None
+        self._analyses: OrderedDict[str, tuple[ast.Module, CellNames]] = OrderedDict()
         self._cells: OrderedDict[tuple[str, tuple[str, ...]], CellFunction] = OrderedDict()
         self._function_ids: dict[str, str] = {}  # sha256 of generated source -> function id
-        self._executors: dict[tuple[str, float | None], Executor] = {}
+        self._executors: dict[tuple[str, float | None, bool], Executor] = {}
 
     @property
     def _shell(self) -> InteractiveShell:
@@ -161,13 +163,16 @@ class FxMagics(Magics):
             del self._endpoints[key]
         self._endpoint_states.pop(endpoint_id, None)
 
-    def _executor(self, endpoint_id: str, walltime: float | None) -> Executor:
-        key = (endpoint_id, walltime)
+    def _executor(self, endpoint_id: str, options: CellOptions) -> Executor:
+        # One Executor per set of task options: they are the Executor's, fixed for its tasks.
+        key = (endpoint_id, options.walltime, options.memoize)
         client = self.client
         with self._lock:
             executor = self._executors.get(key)
             if executor is None:
-                executor = Executor(endpoint_id, client, walltime=walltime)
+                executor = Executor(
+                    endpoint_id, client, walltime=options.walltime, memoize=options.memoize
+                )
                 self._executors[key] = executor
         return executor
 
@@ -180,14 +185,16 @@ class FxMagics(Magics):
 
         Cell magic::
 
-            %%funcx endpoint=NAME|ID [block=true|false] [timeout=SECONDS] [out=VAR] [walltime=SECONDS]
+            %%funcx endpoint=NAME|ID [block=true|false] [timeout=SECONDS] [out=VAR]
+                    [walltime=SECONDS] [memoize=true|false]
 
         The cell runs remotely as a function: the notebook variables it reads are sent as
         arguments, the names it assigns come back when it succeeds, and the value of its last
         expression is the cell's result (and ``out``'s value). Its output is replayed here and
         a remote exception is raised here with the remote traceback. ``block=false`` returns
         at once and fills the variables when the task ends; ``timeout`` stops waiting (the task
-        goes on); ``walltime`` stops the task on the endpoint.
+        goes on); ``walltime`` stops the task on the endpoint; ``memoize=true`` answers a re-run
+        with the same cell and the same values from the stored result, without running it.
 
         Line magics::
 
@@ -284,6 +291,20 @@ class FxMagics(Magics):
         return run.wait(options.timeout)
 
     def _analyze(self, cell: str) -> tuple[ast.Module, CellNames]:
+        """The cell's syntax tree (left unchanged by code generation) and names, cached per
+        cell text: a re-run of the same cell need not parse, compile and analyse it again."""
+        __tracebackhide__ = True
+        cached = self._analyses.get(cell)
+        if cached is not None:
+            self._analyses.move_to_end(cell)
+            return cached
+        analysis = self._parse_and_analyze(cell)
+        self._analyses[cell] = analysis
+        while len(self._analyses) > CELL_CACHE_SIZE:
+            self._analyses.popitem(last=False)
+        return analysis
+
+    def _parse_and_analyze(self, cell: str) -> tuple[ast.Module, CellNames]:
         __tracebackhide__ = True
         try:
             tree = parse_cell(cell)
@@ -352,7 +373,7 @@ class FxMagics(Magics):
         self, endpoint_id: str, options: CellOptions, function_id: str, kwargs: dict[str, Any]
     ) -> Any:
         __tracebackhide__ = True
-        executor = self._executor(endpoint_id, options.walltime)
+        executor = self._executor(endpoint_id, options)
         try:
             return executor.submit_to_registered_function(function_id, kwargs=kwargs)
         except Exception as error:

@@ -43,12 +43,15 @@ class CellOptions:
     out: str | None = None
     #: Seconds the task may run on the endpoint before it is stopped.
     walltime: float | None = None
+    #: Answer with the stored result of an earlier identical memoized run instead of running.
+    memoize: bool = False
 
 
 #: The valid options, in the order the usage line lists them.
-CELL_OPTIONS = ("endpoint", "block", "timeout", "out", "walltime")
+CELL_OPTIONS = ("endpoint", "block", "timeout", "out", "walltime", "memoize")
 CELL_USAGE = (
-    "%%funcx endpoint=NAME|ID [block=true|false] [timeout=SECONDS] [out=VAR] [walltime=SECONDS]"
+    "%%funcx endpoint=NAME|ID [block=true|false] [timeout=SECONDS] [out=VAR] "
+    "[walltime=SECONDS] [memoize=true|false]"
 )
 
 
@@ -76,6 +79,7 @@ def parse_cell_options(line: str) -> CellOptions:
         timeout=_seconds("timeout", values["timeout"]) if "timeout" in values else None,
         out=_variable("out", values["out"]) if "out" in values else None,
         walltime=_seconds("walltime", values["walltime"]) if "walltime" in values else None,
+        memoize=_boolean("memoize", values["memoize"]) if "memoize" in values else False,
     )
 
 

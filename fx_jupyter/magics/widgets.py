@@ -13,11 +13,13 @@ either way, which is what the tests check.
 
 from __future__ import annotations
 
+import abc
 import os
 import sys
 import threading
 import time
 import weakref
+from collections import deque
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future
 from html import escape
@@ -26,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets  # type: ignore[import-untyped]
 from IPython import get_ipython
 from IPython.display import display
-from traitlets import Bool, Dict, Float, Int, Unicode
+from traitlets import Bool, Dict, Float, Int, MetaHasTraits, Unicode
 
 from fx_endpoint.protocol import TaskState
 
@@ -41,6 +43,8 @@ NO_WIDGETS_ENV = "FX_NO_WIDGETS"
 TICK = 1.0
 #: Longest result preview shown in a TaskWidget.
 PREVIEW_LIMIT = 200
+#: Events of other tasks a widget keeps while it waits for its own task id.
+EARLY_EVENTS = 256
 
 _ORDER = {state: index for index, state in enumerate(TaskState.ALL)}
 
@@ -114,20 +118,25 @@ class _Ticker:
 _ticker = _Ticker()
 
 
-class _LiveView(ipywidgets.VBox):
+class _AbstractWidgetMeta(MetaHasTraits, abc.ABCMeta):
+    """Widgets are traitlets classes (``MetaHasTraits``); this lets one be an ABC as well."""
+
+
+class _LiveView(ipywidgets.VBox, metaclass=_AbstractWidgetMeta):
     """What both widgets share: widget or text mode, a lock, and ticking while unfinished.
 
-    Subclasses say when they are :attr:`finished`, what their text line is (:meth:`summary`),
-    what a new line would be about (:meth:`_snapshot`), and how to draw themselves
-    (:meth:`_render`). The text line is also their plain-text repr, which is what a notebook
-    viewer without widget support shows.
+    An abstract base: subclasses say when they are :attr:`finished`, what their text line is
+    (:meth:`summary`), what a new line would be about (:meth:`_snapshot`), and how to draw
+    themselves (:meth:`_render`). The text line is also their plain-text repr, which is what a
+    notebook viewer without widget support shows.
     """
 
     text_mode = Bool(help="Write text lines to stderr instead of drawing a widget.")
 
     def __init__(self, text_mode: bool | None = None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.text_mode = not widgets_enabled() if text_mode is None else text_mode
+        # Set through the constructor: ipywidgets' own calls open(), which depends on it.
+        text_mode = not widgets_enabled() if text_mode is None else text_mode
+        super().__init__(text_mode=text_mode, **kwargs)
         self._lock = threading.RLock()
         # Text mode: the first progress line comes a tick after the view was created.
         self._last_line = time.monotonic()
@@ -135,22 +144,35 @@ class _LiveView(ipywidgets.VBox):
         self._final_written = False
 
     @property
+    @abc.abstractmethod
     def finished(self) -> bool:
-        raise NotImplementedError
+        """Whether the work followed has ended (then the ticker drops the view)."""
 
+    @abc.abstractmethod
     def summary(self) -> str:
         """The text line describing the current state."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def _snapshot(self) -> object:
         """What the last text line reported; a line is news when this changed."""
-        raise NotImplementedError
 
     def __repr__(self) -> str:
         return self.summary()
 
+    def open(self) -> None:
+        """Open the widget's comm to the frontend, except in text mode: nothing will draw the
+        widget, and a comm costs a message with its whole state, for every task followed."""
+        if not self.text_mode:
+            super().open()
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any] | None:
+        if self.text_mode:  # no comm, so no widget view: the text line
+            return {"text/plain": repr(self)}
+        return super()._repr_mimebundle_(**kwargs)  # type: ignore[no-any-return]
+
+    @abc.abstractmethod
     def _render(self) -> None:
-        raise NotImplementedError
+        """Draw the widget's children from its current traits (widget mode only)."""
 
     def show(self) -> None:
         """Display the widget and keep it ticking until finished.
@@ -201,6 +223,11 @@ class TaskWidget(_LiveView):
     (:meth:`set_transitions`); :meth:`set_result` / :meth:`set_error` show the outcome. Its
     :attr:`output` area receives what the magic replays there (output of a ``block=false``
     cell, which has no cell output to go to any more).
+
+    Its two child widgets, the state line and the output area, are made when first needed (the
+    first drawing; the first output of a detached cell): every widget opens a comm and sends its
+    whole state, about a millisecond each, and a ``%%funcx`` cell makes one TaskWidget per run.
+    A text-mode widget needs neither, a blocking cell's widget no output area.
     """
 
     endpoint = Unicode(help="Name (or id) of the endpoint the task runs on.")
@@ -211,9 +238,9 @@ class TaskWidget(_LiveView):
     error = Unicode(help="The remote exception's type and message, once the task failed.")
 
     def __init__(self, endpoint: str, task_id: str = "", *, text_mode: bool | None = None) -> None:
-        self._header = ipywidgets.HTML()
-        self.output = ipywidgets.Output()
-        super().__init__(text_mode=text_mode, children=[self._header, self.output])
+        self._header: ipywidgets.HTML | None = None
+        self._output: ipywidgets.Output | None = None
+        super().__init__(text_mode=text_mode)
         self.endpoint = endpoint
         self.task_id = task_id
         self._future: Future[Any] | None = None
@@ -223,6 +250,9 @@ class TaskWidget(_LiveView):
         # While the caller finishes the widget itself: the terminal event's {state: ts}.
         self._hold_end = False
         self._held_end: dict[str, float] = {}
+        # Events that came before the service answered with the task id (its first states can
+        # overtake the submit's answer); replayed once the id is known.
+        self._early: deque[dict[str, Any]] = deque(maxlen=EARLY_EVENTS)
 
     @classmethod
     def for_future(
@@ -281,6 +311,18 @@ class TaskWidget(_LiveView):
     def finished(self) -> bool:
         return self.state in TaskState.TERMINAL
 
+    @property
+    def output(self) -> ipywidgets.Output:
+        """The output area below the state line (made, and shown, on first use)."""
+        with self._lock:
+            if self._output is None:
+                self._output = ipywidgets.Output()
+                self._arrange()
+            return self._output
+
+    def _arrange(self) -> None:
+        self.children = tuple(w for w in (self._header, self._output) if w is not None)
+
     # --- feeding ---------------------------------------------------------------------------
 
     def handle_event(self, event: dict[str, Any]) -> None:
@@ -291,19 +333,29 @@ class TaskWidget(_LiveView):
         with self._lock:
             if not self.task_id:
                 self._adopt_task_id()
-            if not self.task_id or event.get("task_id") != self.task_id:
+            if not self.task_id:
+                self._early.append(event)
                 return
-            ts = event.get("ts")
-            ts = ts if isinstance(ts, (int, float)) else time.time()
-            if self._hold_end and status in TaskState.TERMINAL:
-                self._held_end.setdefault(status, ts)
-                return
-            self._merge({status: ts})
+            if event.get("task_id") == self.task_id:
+                self._take(status, event)
+
+    def _take(self, status: str, event: dict[str, Any]) -> None:
+        """Record one event of this widget's task (the caller holds the lock)."""
+        ts = event.get("ts")
+        ts = ts if isinstance(ts, (int, float)) else time.time()
+        if self._hold_end and status in TaskState.TERMINAL:
+            self._held_end.setdefault(status, ts)
+            return
+        self._merge({status: ts})
 
     def set_task_id(self, task_id: str) -> None:
         """The service acknowledged the task."""
         with self._lock:
             self.task_id = task_id
+            early, self._early = self._early, deque(maxlen=EARLY_EVENTS)
+            for event in early:
+                if event.get("task_id") == task_id:
+                    self._take(event["status"], event)
             self._changed()
 
     def _adopt_task_id(self) -> None:
@@ -430,13 +482,18 @@ class TaskWidget(_LiveView):
             )
         elif self.result_preview:
             outcome = f"<div>result: {reprs.mono(self.result_preview)}</div>"
-        self._header.value = (
+        html = (
             '<div style="font-family: var(--jp-ui-font-family); font-size: '
             'var(--jp-ui-font-size1); color: var(--jp-ui-font-color1);">'
             f"fx task {task} on <b>{escape(self.endpoint)}</b>: "
             f"{reprs.status_badge(self.state)}"
             f'<div style="color: var(--jp-ui-font-color2);">{steps}</div>{outcome}</div>'
         )
+        if self._header is None:
+            self._header = ipywidgets.HTML(html)
+            self._arrange()
+        else:
+            self._header.value = html
 
 
 class BatchWidget(_LiveView):

@@ -4,6 +4,11 @@ Every task is encoded once, when it is added: its arguments are pickled and base
 the task becomes a ready JSON fragment. Submitting N tasks then joins fragments into one request
 body (or a few, above the size limits) instead of re-walking N dicts; this keeps the SDK's
 per-task cost to the pickling itself, which matters at thousands of tasks per second.
+
+A task whose pickled arguments are over :data:`UPLOAD_ARGS_BYTES` is a :class:`LargeTask`
+instead: its arguments stay the raw pickled bytes, which the client uploads as they are
+(``POST payloads``) and submits by ``payload_ref``; base64-encoding 10 MB only to decode it
+again before the upload would cost more than the upload itself.
 """
 
 from __future__ import annotations
@@ -29,6 +34,36 @@ MAX_TASKS_PER_REQUEST = 50_000
 #: Largest request body in bytes (below Tornado's default 100 MB ``max_body_size``); a task
 #: larger than this on its own is still sent, alone.
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
+#: Pickled arguments larger than this (1 MiB of JSON once base64'd) are uploaded as raw bytes
+#: and submitted by reference (:class:`LargeTask`).
+UPLOAD_ARGS_BYTES = 768 * 1024
+_PAYLOAD_KEY = '"payload":"'
+
+
+class LargeTask:
+    """A task of a ``POST submit`` whose arguments travel apart, uploaded as raw bytes.
+
+    ``head`` and ``tail`` are its JSON fragment around the argument field, so that once
+    uploaded it becomes an ordinary fragment naming the upload (:meth:`fragment`).
+    """
+
+    __slots__ = ("head", "payload", "tail")
+
+    def __init__(self, head: str, payload: bytes, tail: str) -> None:
+        self.head = head
+        self.payload = payload
+        self.tail = tail
+
+    def fragment(self, payload_ref: str) -> str:
+        """The task's JSON fragment, its arguments named by ``payload_ref``."""
+        return f'{self.head}"payload_ref":{json.dumps(payload_ref)}{self.tail}'
+
+    def __repr__(self) -> str:
+        return f"<LargeTask of {len(self.payload)} bytes of arguments>"
+
+
+#: An encoded task: a JSON fragment, or a task whose arguments are still to upload.
+EncodedTask = str | LargeTask
 
 
 def _as_id(value: Any, name: str) -> str:
@@ -41,8 +76,8 @@ def _as_id(value: Any, name: str) -> str:
     return value
 
 
-def encode_args(args: Sequence[Any], kwargs: dict[str, Any]) -> str:
-    """The base64 ``payload`` of a task calling a function with ``args`` and ``kwargs``.
+def encode_args(args: Sequence[Any], kwargs: dict[str, Any]) -> bytes:
+    """The serialized arguments of a task calling a function with ``args`` and ``kwargs``.
 
     The format is :func:`fx_endpoint.serialize.serialize_args`. Arguments that are all plain
     scalars (the common ``map`` over numbers or names) are pickled by ``pickle`` itself: for
@@ -59,7 +94,7 @@ def encode_args(args: Sequence[Any], kwargs: dict[str, Any]) -> str:
             f"cannot serialize the task's arguments (they are pickled with cloudpickle to travel "
             f"to the endpoint): {type(e).__name__}: {e}"
         ) from e
-    return base64.b64encode(payload).decode("ascii")
+    return payload
 
 
 def check_walltime(walltime: Any) -> float:
@@ -74,18 +109,24 @@ def check_walltime(walltime: Any) -> float:
 def encode_task(
     endpoint_id: Any,
     function_id: Any,
-    payload: str,
+    payload: bytes,
     walltime: float | None = None,
     memoize: bool | None = None,
-) -> str:
-    """One task of a ``POST submit`` body as a JSON fragment; bad options raise, naming them."""
+) -> EncodedTask:
+    """One task of a ``POST submit`` body, its arguments ``payload`` (from :func:`encode_args`):
+    a JSON fragment, or a :class:`LargeTask` when they are over :data:`UPLOAD_ARGS_BYTES`.
+    Bad options raise, naming them."""
     if type(endpoint_id) is str and type(function_id) is str:
         prefix = _cached_prefix(endpoint_id, function_id)  # a map: the same ids 10,000 times
     else:
         prefix = _task_prefix(endpoint_id, function_id)
+    if len(payload) > UPLOAD_ARGS_BYTES:
+        options = "" if walltime is None and memoize is None else _task_options(walltime, memoize)
+        return LargeTask(prefix[: -len(_PAYLOAD_KEY)], payload, options + "}")
+    encoded = base64.b64encode(payload).decode("ascii")
     if walltime is None and memoize is None:
-        return prefix + payload + '"}'
-    return prefix + payload + '"' + _task_options(walltime, memoize) + "}"
+        return prefix + encoded + '"}'
+    return prefix + encoded + '"' + _task_options(walltime, memoize) + "}"
 
 
 def _task_prefix(endpoint_id: Any, function_id: Any) -> str:
@@ -155,7 +196,7 @@ class Batch:
 
     def __init__(self, task_group_id: str | None = None) -> None:
         self.task_group_id = task_group_id
-        self._fragments: list[str] = []
+        self._fragments: list[EncodedTask] = []
 
     def add(
         self,
@@ -182,6 +223,6 @@ class Batch:
         return f"<Batch of {len(self)} tasks>"
 
     @property
-    def fragments(self) -> list[str]:
+    def fragments(self) -> list[EncodedTask]:
         """The encoded tasks, in the order they were added."""
         return self._fragments

@@ -5,6 +5,12 @@ transient failures, and service errors raised as :class:`FxAPIError` (a ``Globus
 whose message is the service's own. Connections are kept alive and reused: globus-sdk's
 ``requests`` session, and for a plain-http service (the usual local Jupyter server) the leaner
 connection pool of :mod:`.direct` on the hot path.
+
+Large payloads never travel base64'd in JSON: a task whose pickled arguments are over
+:data:`.batch.UPLOAD_ARGS_BYTES` (a :class:`.batch.LargeTask`) has them uploaded as the raw
+pickled bytes first (``POST payloads``) and is submitted by reference, and a result the service
+stored out of line (the Task says ``result_size``) is fetched as raw bytes
+(``GET tasks/{id}/result``). Small tasks keep the one-request path.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from .batch import (
     MAX_REQUEST_BYTES,
     MAX_TASKS_PER_REQUEST,
     Batch,
+    EncodedTask,
+    LargeTask,
     encode_args,
     encode_task,
     submit_bodies,
@@ -50,7 +58,7 @@ from .errors import (
     TaskPending,
 )
 from .listings import EndpointList, TaskList
-from .tasks import task_document
+from .tasks import out_of_line_field, task_document
 
 if TYPE_CHECKING:
     from .events import EventStream
@@ -59,6 +67,7 @@ if TYPE_CHECKING:
 MAX_IDS_PER_STATUS_REQUEST = 50_000
 
 _JSON = {"Content-Type": "application/json"}
+_BINARY = {"Content-Type": "application/octet-stream"}
 
 
 def _path_id(value: Any, what: str) -> str:
@@ -347,15 +356,23 @@ class Client(BaseClient):
         return next(self.submit_encoded([fragment]))[0]
 
     def submit_encoded(
-        self, fragments: Sequence[str], task_group_id: str | None = None
+        self, tasks: Sequence[EncodedTask], task_group_id: str | None = None
     ) -> Iterator[list[str]]:
         """Send encoded tasks (see :mod:`.batch`); yields the task ids of each request in turn.
 
-        Usually one request. While it is in flight the event stream (if started) keeps the
-        events of tasks nobody waits for yet, so a caller that registers futures for the ids it
-        gets back cannot miss a task that finished before its future existed.
+        Usually one request, after one ``POST payloads`` per :class:`.batch.LargeTask`. While
+        it is in flight the event stream (if started) keeps the events of tasks nobody waits
+        for yet, so a caller that registers futures for the ids it gets back cannot miss a
+        task that finished before its future existed.
         """
         limits = self._limits()
+        fragments: Sequence[str]
+        if any(type(task) is LargeTask for task in tasks):
+            fragments = self._upload_arguments(
+                tasks, limits.get("max_request_bytes", MAX_REQUEST_BYTES)
+            )
+        else:
+            fragments = tasks  # type: ignore[assignment] # no LargeTask: all str
         for body, count in submit_bodies(
             fragments,
             task_group_id,
@@ -373,6 +390,32 @@ class Client(BaseClient):
                     )
                 yield task_ids
 
+    def upload_payload(self, payload: bytes) -> str:
+        """Upload serialized task arguments as raw bytes (``POST payloads``); returns the
+        ``payload_ref`` a submitted task can name instead of an inline ``payload``."""
+        answer = self.post("payloads", data=payload, headers=_BINARY).data
+        ref = answer.get("payload_ref") if isinstance(answer, dict) else None
+        if not isinstance(ref, str):
+            raise FxError(f"the service answered POST payloads with {answer!r}, not a payload_ref")
+        return ref
+
+    def _upload_arguments(self, tasks: Sequence[EncodedTask], max_bytes: int) -> list[str]:
+        """``tasks`` as JSON fragments, the arguments of each :class:`.batch.LargeTask`
+        uploaded as they are (raw pickled bytes) and named by ``payload_ref``. Arguments over
+        the service's limit fail before anything is uploaded."""
+        for task in tasks:
+            if type(task) is LargeTask and len(task.payload) > max_bytes:
+                raise FxError(
+                    f"the task's serialized arguments are {len(task.payload)} bytes, larger "
+                    f"than the fx service's limit of {max_bytes} bytes "
+                    "(FxService.max_request_size); pass less data (or a path on storage the "
+                    "endpoint can read)"
+                )
+        return [
+            task.fragment(self.upload_payload(task.payload)) if type(task) is LargeTask else task
+            for task in tasks  # type: ignore[misc] # str otherwise
+        ]
+
     def _limits(self) -> dict[str, int]:
         """Request size limits the service advertises in ``GET version`` (optional)."""
         limits = self.version().get("limits")
@@ -386,8 +429,24 @@ class Client(BaseClient):
 
     # --- tasks ---------------------------------------------------------------------------------
     def get_task_record(self, task_id: str) -> dict[str, Any]:
-        """The service's Task record as sent (payload fields still base64)."""
-        return dict(self.get(f"tasks/{_path_id(task_id, 'task_id')}").data)
+        """The service's Task record: payload fields base64 as sent, except a payload the
+        service stored out of line, which is fetched here as raw bytes."""
+        task_id = _path_id(task_id, "task_id")
+        return self._with_payload(task_id, dict(self.get(f"tasks/{task_id}").data))
+
+    def get_result_payload(self, task_id: str) -> bytes:
+        """A finished task's serialized result (or error) as raw bytes
+        (``GET tasks/{id}/result``), for payloads too large to travel in JSON."""
+        task_id = _path_id(task_id, "task_id")
+        return self.get(f"tasks/{task_id}/result").binary_content
+
+    def _with_payload(self, task_id: str, record: dict[str, Any]) -> dict[str, Any]:
+        """``record`` with an out-of-line payload (``result_size``) fetched into ``result``
+        (or ``exception``), as bytes."""
+        key = out_of_line_field(record)
+        if key is not None:
+            record[key] = self.get_result_payload(task_id)
+        return record
 
     def get_task(self, task_id: str) -> dict[str, Any]:
         """funcX's task shape: ``{task_id, status, pending, result | exception, completion_t,
@@ -436,7 +495,7 @@ class Client(BaseClient):
                     "exception": FxError(f"the service knows no task {task_id} of yours"),
                 }
                 continue
-            doc = task_document(record)
+            doc = task_document(self._with_payload(task_id, dict(record)))
             out[task_id] = {
                 k: doc[k] for k in ("pending", "status", "result", "exception") if k in doc
             }

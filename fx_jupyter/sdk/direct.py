@@ -19,7 +19,7 @@ from __future__ import annotations
 import http.client
 import socket
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 import requests
@@ -76,6 +76,10 @@ class DirectHTTP:
         self.max_idle = max_idle
         self._idle: list[_Connection] = []
         self._lock = threading.Lock()
+        #: Cookies the server set, sent back as a browser (or a ``requests`` session) would:
+        #: Jupyter Server answers a token request that comes without its login cookie by making
+        #: up a user and signing a new cookie, which doubles its cost of a small request.
+        self._cookies: dict[str, str] = {}
 
     @staticmethod
     def usable_for(base_url: str, proxies: Mapping[str, str]) -> bool:
@@ -107,17 +111,30 @@ class DirectHTTP:
         target = parts.path + (f"?{parts.query}" if parts.query else "")
         conn = self._acquire()
         try:
+            if self._cookies and "Cookie" not in headers:
+                jar = "; ".join(f"{name}={value}" for name, value in self._cookies.items())
+                headers = {**headers, "Cookie": jar}
             conn.request(method, target, body=body, headers=headers)
             answer = conn.getresponse()
             content = answer.read()
         except (OSError, http.client.HTTPException):
             conn.close()
             raise
+        self._keep_cookies(answer.headers.get_all("Set-Cookie") or ())
         if answer.will_close:
             conn.close()
         else:
             self._release(conn)
         return _response(method, url, headers, answer, content)
+
+    def _keep_cookies(self, set_cookies: Iterable[str]) -> None:
+        for header in set_cookies:
+            name, _, value = header.split(";", 1)[0].strip().partition("=")
+            with self._lock:
+                if value.strip('"'):
+                    self._cookies[name] = value
+                else:  # cleared by the server
+                    self._cookies.pop(name, None)
 
     def close(self) -> None:
         """Close the idle connections (like ``requests.Session.close``, later requests open

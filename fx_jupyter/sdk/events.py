@@ -84,7 +84,7 @@ def event_from_task(record: dict[str, Any]) -> dict[str, Any]:
         "ts": record.get("completion_t"),
         "endpoint_id": details.get("endpoint_id"),
     }
-    for key in ("result", "exception", "exception_text"):
+    for key in ("result", "exception", "result_size", "exception_size", "exception_text"):
         if key in record:
             event[key] = record[key]
     for key in ("stdout", "stderr"):
@@ -98,7 +98,9 @@ class EventStream:
 
     Listeners are called on the stream's thread (or on the thread of a :meth:`resync`), with
     each task event dict: ``{task_id, status, ts, endpoint_id, result?, exception?,
-    exception_text?, stdout?, stderr?}``, ``result``/``exception`` decoded to bytes. They must
+    result_size?, exception_size?, exception_text?, stdout?, stderr?}``, ``result``/``exception``
+    decoded to bytes (``*_size`` instead: too large to be inline, see
+    :func:`.tasks.out_of_line_field`). They must
     be quick and thread-safe; an exception in one is logged and does not stop the stream.
     """
 

@@ -8,7 +8,7 @@ Three paths, each batched (DESIGN.md invariant 3):
   in flight, so batches form by themselves, with no timer.
 * **completion**: futures complete from the client's :class:`EventStream` (results come inline
   in the events), never by polling. Results too large to travel inline are fetched by a small
-  thread pool.
+  thread pool, as raw bytes (``GET tasks/{id}/result``: the event names their size).
 * **re-attaching**: :meth:`Executor.get_futures` rebuilds futures for task ids (after a kernel
   restart): one ``batch_status`` for the finished ones, events for the rest.
 
@@ -35,11 +35,11 @@ from typing import Any
 from fx_endpoint.protocol import TaskState
 
 from .background import BackgroundWorkers
-from .batch import check_walltime, encode_args, encode_task
+from .batch import EncodedTask, check_walltime, encode_args, encode_task
 from .client import Client
 from .errors import FxAPIError, FxError
 from .futures import FxFuture
-from .tasks import decode_payload_fields, outcome_of
+from .tasks import decode_payload_fields, out_of_line_field, outcome_of
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +60,11 @@ class Executor(_BaseExecutor):
     service of the Jupyter server this runs under); an Executor that made its own client closes
     it on shutdown. ``walltime`` (seconds) applies to every task it submits.
 
+    ``memoize=True`` makes every task it submits memoized: a call whose function and argument
+    bytes equal those of an earlier successful memoized task of yours is answered with that
+    task's stored result (and output) without running. Like ``walltime`` it is an attribute
+    read at each submit, so ``executor.memoize = False`` turns it off for later tasks.
+
     Functions are registered once per function object: redefine a function (as re-running a
     notebook cell does) to pick up new code or new values of the globals it captured.
     """
@@ -70,9 +75,11 @@ class Executor(_BaseExecutor):
         client: Client | None = None,
         *,
         walltime: float | None = None,
+        memoize: bool = False,
     ) -> None:
         self.endpoint_id = endpoint_id
         self.walltime = None if walltime is None else check_walltime(walltime)
+        self.memoize = memoize
         self._owns_client = client is None
         self.client = client if client is not None else Client()
         self._stream = self.client.events  # connects while the first submit is prepared
@@ -82,7 +89,7 @@ class Executor(_BaseExecutor):
         # Every future not done yet, whatever its stage (queued, in flight, fetching).
         self._unfinished: set[FxFuture] = set()
         self._functions: dict[Any, str] = {}
-        self._queue: deque[tuple[FxFuture, str]] = deque()
+        self._queue: deque[tuple[FxFuture, EncodedTask]] = deque()
         self._queue_ready = threading.Condition(self._lock)
         # Notified when queued tasks got their ids or will never get one (and when the queue
         # drained): what FxFuture.task_id and the exit hook wait on.
@@ -101,6 +108,19 @@ class Executor(_BaseExecutor):
 
     def __repr__(self) -> str:
         return f"<fx Executor endpoint={self.endpoint_id} unfinished={len(self._unfinished)}>"
+
+    @property
+    def memoize(self) -> bool:
+        """Whether the tasks submitted from now on are memoized (see the class docstring)."""
+        return self._memoize
+
+    @memoize.setter
+    def memoize(self, value: bool) -> None:
+        # Checked here rather than at submit: a wrong value (memoize="no") is the caller's
+        # mistake, and it should fail where it was made, not at some later submit.
+        if not isinstance(value, bool):
+            raise TypeError(f"memoize must be True or False, got {value!r}")
+        self._memoize = value
 
     # --- registering -----------------------------------------------------------------------
     def register_function(self, fn: Callable[..., Any], **options: Any) -> str:
@@ -174,11 +194,12 @@ class Executor(_BaseExecutor):
     def _enqueue(
         self, function_id: str, calls: Iterable[tuple[Sequence[Any], dict[str, Any]]]
     ) -> list[FxFuture]:
-        endpoint_id = self.endpoint_id
+        endpoint_id, walltime = self.endpoint_id, self.walltime
+        memoize = True if self._memoize else None  # absent from the JSON unless asked for
         items = [
             (
                 FxFuture(self, endpoint_id),
-                encode_task(endpoint_id, function_id, encode_args(args, kwargs), self.walltime),
+                encode_task(endpoint_id, function_id, encode_args(args, kwargs), walltime, memoize),
             )
             for args, kwargs in calls
         ]
@@ -266,7 +287,7 @@ class Executor(_BaseExecutor):
                 lambda: not self._queue and not self._sending, timeout
             )
 
-    def _send(self, items: list[tuple[FxFuture, str]]) -> None:
+    def _send(self, items: list[tuple[FxFuture, EncodedTask]]) -> None:
         """One submit of queued tasks (more than one request only above the size limits)."""
         futures = [future for future, _ in items]
         generation = self._stream.generation
@@ -340,19 +361,25 @@ class Executor(_BaseExecutor):
         future.note_event(event)
         outcome = outcome_of(event)
         if outcome is None:  # ended without its payload inline: too large for an event
-            self._background.submit(self._fetch, future)
+            self._background.submit(self._fetch, future, event)
         else:
             future.resolve(outcome)
 
-    def _fetch(self, future: FxFuture) -> None:
+    def _fetch(self, future: FxFuture, event: dict[str, Any]) -> None:
+        """Complete ``future`` from the payload its terminal ``event`` did not carry: fetched
+        raw when the event names its size (one request), else with the whole Task record."""
         task_id = future.known_task_id
         assert task_id is not None
+        key = out_of_line_field(event)
         try:
-            record = decode_payload_fields(self.client.get_task_record(task_id))
+            if key is not None:
+                record = {**event, key: self.client.get_result_payload(task_id)}
+            else:
+                record = decode_payload_fields(self.client.get_task_record(task_id))
+                future.note_event({**record, **(record.get("details") or {})})
         except Exception as e:  # noqa: BLE001 - the future carries the failure to the caller
             future.fail(e)
             return
-        future.note_event({**record, **(record.get("details") or {})})
         outcome = outcome_of(record)
         if outcome is None:
             future.fail(

@@ -20,6 +20,18 @@ from fx_endpoint.serialize import DeserializationError, RemoteError, deserialize
 
 #: Fields of a task record or event that hold base64 payloads.
 PAYLOAD_FIELDS = ("result", "exception")
+#: Fields that say a payload is not inline but fetched raw with ``GET tasks/{id}/result``
+#: (their value is its size in bytes), and the payload field each stands for.
+OUT_OF_LINE_FIELDS = {"result_size": "result", "exception_size": "exception"}
+
+
+def out_of_line_field(record: dict[str, Any]) -> str | None:
+    """The payload field (``result`` or ``exception``) of ``record`` that is to be fetched with
+    ``GET tasks/{id}/result``, or None when the payload is inline (or there is none)."""
+    for size_key, key in OUT_OF_LINE_FIELDS.items():
+        if size_key in record and key not in record:
+            return key
+    return None
 
 
 def b64decode(value: str) -> bytes:
@@ -83,7 +95,8 @@ def outcome_of(record: dict[str, Any]) -> Outcome | None:
     """The outcome of a terminal task record whose payload fields are already bytes.
 
     ``None`` when the record is not terminal, or is terminal without its payload inline (results
-    over the event size limit): the caller then fetches ``GET tasks/{id}``.
+    over the event size limit): the caller then fetches it, with ``GET tasks/{id}/result`` when
+    the record names its size (:func:`out_of_line_field`), else ``GET tasks/{id}``.
     """
     status = record.get("status")
     if status == TaskState.CANCELLED:
@@ -96,7 +109,9 @@ def outcome_of(record: dict[str, Any]) -> Outcome | None:
         except DeserializationError as e:
             return Outcome(status, exception=e)
     if status == TaskState.FAILED:
-        if "exception" not in record and not record.get("exception_text"):
+        if "exception" not in record and (
+            not record.get("exception_text") or "exception_size" in record
+        ):
             return None
         return Outcome(
             status,

@@ -241,6 +241,13 @@ class FxService(ExtensionApp):
     ).tag(config=True)
     _env_result_ttl = _env_default("result_ttl", "FX_RESULT_TTL", float)
 
+    blob_dir = Unicode(
+        help="""Directory of task arguments and results too large for a database row (over
+        1 MiB), one file each. Default: blobs/ beside an SQLite store, else
+        {jupyter_data_dir}/fx/blobs. Env: FX_BLOB_DIR.""",
+    ).tag(config=True)
+    _env_blob_dir = _env_default("blob_dir", "FX_BLOB_DIR", str, lambda app: "")
+
     @validate(
         "db_url",
         "broker_port",
@@ -261,7 +268,7 @@ class FxService(ExtensionApp):
     def initialize_settings(self) -> None:
         """Build the components (nothing touches the disk or the network yet)."""
         log = self.log
-        self.store = TaskStore(self.db_url, log, self.read_threads)
+        self.store = TaskStore(self.db_url, log, self.read_threads, self.blob_dir or None)
         self.registry = EndpointRegistry(self.store)
         self.functions = FunctionRegistry(self.store, self.function_cache_size)
         self.events = EventHub(log, self.event_flush_interval, self.event_inline_limit)

@@ -44,8 +44,11 @@ from fx_endpoint.protocol import (
     check_compatible,
     decode,
     encode,
+    has_message,
     readable_text,
+    recv_frames,
     require,
+    send_frames,
 )
 
 from .dispatch import Dispatcher
@@ -211,9 +214,7 @@ class Broker:
         if self._socket is None or self._socket.closed:
             return
         try:
-            self._socket.send_multipart(
-                [identity, *encode(msg_type, body, frames)], zmq.NOBLOCK, copy=False
-            )
+            send_frames(self._socket, [identity, *encode(msg_type, body, frames)], zmq.NOBLOCK)
         except zmq.ZMQError as e:  # the peer is gone (EHOSTUNREACH): its link times out
             self.stats["send_errors"] += 1
             self.log.debug("fx broker: send failed: %s", e)
@@ -235,9 +236,9 @@ class Broker:
             return
         for _ in range(DRAIN_BATCH):
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                return
+                if not has_message(sock):
+                    return
+                frames = recv_frames(sock, zmq.NOBLOCK)
             except zmq.ZMQError as e:
                 self.log.error("fx broker: receive failed: %s", e)
                 return
@@ -252,7 +253,7 @@ class Broker:
     def _check(self) -> None:
         self._check_scheduled = False
         sock = self._socket
-        if sock is not None and not sock.closed and int(sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+        if sock is not None and not sock.closed and has_message(sock):
             self._readable()
 
     def _handle_safely(self, frames: list[zmq.Frame]) -> None:
@@ -358,7 +359,10 @@ class Broker:
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A finite JSON number (a bool is not one). Exact type checks: this runs several times per
+    result, and JSON decodes numbers to exactly int or float."""
+    kind = type(value)
+    return (kind is float or kind is int) and math.isfinite(value)
 
 
 def _credit(body: dict[str, Any]) -> int:
@@ -407,20 +411,21 @@ def _results(body: dict[str, Any], frames: list[Any]) -> list[ResultIn]:
         status = header.get("status")
         if not _is_task_id(task_id) or status not in TaskState.TERMINAL:
             raise ProtocolError(f"results[{i}] needs a task_id and a final status")
-        texts: list[str | None] = []
-        for key in _RESULT_TEXT_FIELDS:
-            value = header.get(key)
-            if value is not None and not isinstance(value, str):
+        exception_text = header.get("exception_text")
+        stdout = header.get("stdout")
+        stderr = header.get("stderr")
+        for key, value in zip(_RESULT_TEXT_FIELDS, (exception_text, stdout, stderr)):
+            if value is not None and type(value) is not str:
                 raise ProtocolError(f"results[{i}].{key} is not a string")
-            texts.append(None if value is None else readable_text(value))
-        exception_text, stdout, stderr = texts
+        if exception_text is not None:
+            exception_text = readable_text(exception_text)
+        stdout = stdout and readable_text(stdout)
+        stderr = stderr and readable_text(stderr)
         ts = header.get("ts")
         if ts is not None and not _is_number(ts):
             raise ProtocolError(f"results[{i}].ts is not a number")
         retries = header.get("retries")
-        if retries is not None and (
-            not isinstance(retries, int) or isinstance(retries, bool) or retries < 0
-        ):
+        if retries is not None and (type(retries) is not int or retries < 0):
             raise ProtocolError(f"results[{i}].retries is not a non-negative integer")
         transitions = header.get("transitions") or {}
         if not isinstance(transitions, dict):

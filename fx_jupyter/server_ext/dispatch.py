@@ -98,6 +98,7 @@ class Link:
         self.pending_updates: list[tuple[str, str, float]] = []
         self.pending_results: list[ResultIn] = []
         self.writing = False
+        self.write_scheduled = False
 
     @property
     def endpoint_id(self) -> str:
@@ -275,12 +276,19 @@ class Dispatcher:
     def task_status(self, link: Link, updates: list[tuple[str, str, float]]) -> None:
         """State changes reported by the endpoint; the first one acknowledges receipt."""
         link.pending_updates.extend(updates)
-        self._store_reports(link)
+        self._schedule_reports(link)
 
     def results(self, link: Link, batch: list[ResultIn]) -> None:
         """Results: stored (first wins), then acknowledged, then pushed to their users."""
         link.pending_results.extend(batch)
-        self._store_reports(link)
+        self._schedule_reports(link)
+
+    def _schedule_reports(self, link: Link) -> None:
+        """Write on the next loop turn, so that the reports the broker takes in during this one
+        (a ``task_status`` and a ``results`` message sent together) go in one operation."""
+        if not link.write_scheduled:
+            link.write_scheduled = True
+            asyncio.get_running_loop().call_soon(self._store_reports, link)
 
     def _store_reports(self, link: Link) -> None:
         """Write what the endpoint reported, one operation at a time per link.
@@ -289,6 +297,7 @@ class Dispatcher:
         endpoint that sends a message per result still costs one store operation per commit,
         not one per message.
         """
+        link.write_scheduled = False
         if link.writing or not (link.pending_updates or link.pending_results):
             return
         updates, batch = link.pending_updates, link.pending_results
@@ -349,7 +358,11 @@ class Dispatcher:
                 link.hot_bytes += len(task.payload)
         if len(link.hot) > HOT_LIMIT_TASKS or link.hot_bytes > HOT_LIMIT_BYTES:
             self._spill(link)
-        self._kick(link)
+        if link.credit > 0 and link.pump is None:
+            # Out right away, before the submitter gets its answer: the task's way to the
+            # endpoint is what its result waits for, and this submission is one batch already.
+            self._dirty.pop(link, None)
+            self._send_link(link)
 
     def _spill(self, link: Link) -> None:
         """Forget the hot queue and widen the backlog window over it."""
@@ -394,19 +407,23 @@ class Dispatcher:
         self._flush = None
         dirty, self._dirty = self._dirty, {}
         for link in dirty:
-            if link.closed or link.pump is not None:
-                continue
-            while link.credit > 0 and link.backlog_done and link.hot:
-                batch = list(itertools.islice(link.hot.values(), min(link.credit, self.batch_size)))
-                payloads = self.functions.cached_payloads({t.function_id for t in batch})
-                if payloads is None:
-                    break
-                for task in batch:
-                    del link.hot[task.task_id]
-                    link.hot_bytes -= len(task.payload)
-                self._emit(link, batch, payloads)
-            if link.credit > 0 and (link.hot or not link.backlog_done):
-                link.pump = asyncio.ensure_future(self._pump(link))
+            self._send_link(link)
+
+    def _send_link(self, link: Link) -> None:
+        """:meth:`_send_ready` for one link."""
+        if link.closed or link.pump is not None:
+            return
+        while link.credit > 0 and link.backlog_done and link.hot:
+            batch = list(itertools.islice(link.hot.values(), min(link.credit, self.batch_size)))
+            payloads = self.functions.cached_payloads({t.function_id for t in batch})
+            if payloads is None:
+                break
+            for task in batch:
+                del link.hot[task.task_id]
+                link.hot_bytes -= len(task.payload)
+            self._emit(link, batch, payloads)
+        if link.credit > 0 and (link.hot or not link.backlog_done):
+            link.pump = asyncio.ensure_future(self._pump(link))
 
     async def _pump(self, link: Link) -> None:
         try:

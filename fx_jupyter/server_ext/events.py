@@ -5,9 +5,14 @@ Changes are coalesced per user — a task that went ``waiting-for-launch`` → `
 user and window: ``{"type": "tasks", "tasks": [...]}`` and ``{"type": "endpoints",
 "endpoints": [...]}``. The window is a throttle, not a delay: an idle hub flushes on the next
 loop turn, a busy one at most once per ``flush_interval`` — except for terminal changes, which
-a future is waiting for: they go out within a millisecond. Terminal task events carry the result
-(or exception) payload inline, base64, when it is at most ``inline_limit`` bytes, so a waiting
-future completes without another request.
+a future is waiting for: they go out within a millisecond; and except for the ``waiting-for-ep``
+events of a submission (:meth:`EventHub.tasks_submitted`), which nobody waits for: they wait
+for the window, so that a task that ends within it costs its user one message, not two.
+Terminal task events carry the result (or exception) payload inline, base64, when it is at most
+``inline_limit`` bytes, so a waiting future completes without another request; a larger one is
+announced by its size (``result_size`` / ``exception_size``), so that the future fetches the raw
+bytes with ``GET tasks/{id}/result`` at once rather than first asking ``GET tasks/{id}`` where
+they are.
 
 A subscriber that cannot keep up is closed rather than buffered without bound (DESIGN.md
 invariant 4); clients re-synchronise with ``POST batch_status`` when they reconnect.
@@ -19,6 +24,7 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from fx_endpoint.protocol import TaskState
@@ -53,6 +59,8 @@ class EventHub:
         self._tasks: dict[str, dict[str, dict[str, Any]]] = {}
         self._endpoints: dict[str, dict[str, dict[str, Any]]] = {}
         self._handle: asyncio.Handle | asyncio.TimerHandle | None = None
+        #: The pending flush only serves deferred events: any other one may bring it forward.
+        self._deferred = False
         self._last_flush = 0.0
         self.messages_sent = 0
         self.events_sent = 0
@@ -94,8 +102,31 @@ class EventHub:
 
     # -- publishing ---------------------------------------------------------------------------
 
+    def tasks_submitted(self, owner: str, tasks: Iterable[tuple[str, str]], ts: float) -> None:
+        """Queue the ``waiting-for-ep`` events of a submission's ``(task_id, endpoint_id)``.
+
+        Nobody waits for them: they wait for the throttle window even when idle, so that a
+        task that ends within it is announced once, as ended. Built here directly, as a
+        submission may hold tens of thousands of tasks.
+        """
+        if owner not in self._subscribers:
+            return
+        pending = self._tasks.setdefault(owner, {})
+        waiting = TaskState.WAITING_FOR_EP
+        for task_id, endpoint_id in tasks:
+            pending[task_id] = {
+                "task_id": task_id,
+                "status": waiting,
+                "ts": ts,
+                "endpoint_id": endpoint_id,
+            }
+        if self._handle is None:
+            loop = asyncio.get_running_loop()
+            self._handle = loop.call_later(self.flush_interval, self._flush)
+            self._deferred = True
+
     def task_changes(self, changes: list[Change]) -> None:
-        """Queue state changes without payloads (submitted, acknowledged, running, requeued)."""
+        """Queue state changes without payloads (acknowledged, running, requeued)."""
         for change in changes:
             if change.owner in self._subscribers:
                 self._queue_task(change.owner, _event(change))
@@ -108,13 +139,17 @@ class EventHub:
         stdout: str | None,
         stderr: str | None,
     ) -> None:
-        """Queue a terminal change, with its payload inline when small enough."""
+        """Queue a terminal change, with its payload inline when small enough, else its size."""
         if change.owner not in self._subscribers:
             return
         event = _event(change)
-        if data is not None and 0 < memoryview(data).nbytes <= self.inline_limit:
+        size = 0 if data is None else memoryview(data).nbytes
+        if size:
             key = "result" if change.status == TaskState.SUCCESS else "exception"
-            event[key] = b64(data)
+            if size <= self.inline_limit:
+                event[key] = b64(data)
+            else:
+                event[key + "_size"] = size
         if exception_text:
             event["exception_text"] = exception_text
         if stdout:
@@ -134,10 +169,13 @@ class EventHub:
 
     def _queue_task(self, owner: str, event: dict[str, Any]) -> None:
         self._tasks.setdefault(owner, {})[event["task_id"]] = event
-        if self._handle is None or (
-            event["status"] in TaskState.TERMINAL and isinstance(self._handle, asyncio.TimerHandle)
+        urgent = event["status"] in TaskState.TERMINAL
+        if (
+            self._handle is None
+            or self._deferred
+            or (urgent and isinstance(self._handle, asyncio.TimerHandle))
         ):
-            self._schedule(urgent=event["status"] in TaskState.TERMINAL)
+            self._schedule(urgent=urgent)
 
     # -- flushing -----------------------------------------------------------------------------
 
@@ -150,9 +188,10 @@ class EventHub:
         """
         loop = asyncio.get_running_loop()
         if self._handle is not None:
-            if not (urgent and isinstance(self._handle, asyncio.TimerHandle)):
+            if not (self._deferred or (urgent and isinstance(self._handle, asyncio.TimerHandle))):
                 return
             self._handle.cancel()
+        self._deferred = False
         interval = min(URGENT_INTERVAL, self.flush_interval) if urgent else self.flush_interval
         delay = self._last_flush + interval - time.monotonic()
         if delay <= 0:
@@ -162,6 +201,7 @@ class EventHub:
 
     def _flush(self) -> None:
         self._handle = None
+        self._deferred = False
         self._last_flush = time.monotonic()
         tasks, self._tasks = self._tasks, {}
         endpoints, self._endpoints = self._endpoints, {}

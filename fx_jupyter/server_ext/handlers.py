@@ -9,6 +9,7 @@ unknown one (404).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from http.client import responses
 from typing import TYPE_CHECKING, Any, cast
@@ -19,11 +20,13 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from tornado import web, websocket
+from tornado.http1connection import HTTP1Connection
 
 from fx_endpoint.protocol import TaskState
 from fx_endpoint.version import PROTOCOL_VERSION, __version__
 
 from . import validation as v
+from .blobs import BlobWriter
 from .models import deleted_endpoint
 from .openapi import openapi_document
 from .records import EndpointRecord, StoreConflict, new_id
@@ -38,6 +41,8 @@ API_PREFIX = "fx/api/v2"
 MAX_LIST = 1000
 #: A WebSocket client this far behind (bytes queued) is disconnected; it re-syncs on reconnect.
 MAX_WS_BACKLOG = 64 * 1024 * 1024
+#: ``GET tasks/{id}/result`` sends a payload in pieces of this size, each once the last left.
+RESULT_CHUNK = 4 * 1024 * 1024
 
 _ERROR_CODES = {
     400: "bad_request",
@@ -82,15 +87,7 @@ class FxHandler(ExtensionHandlerMixin, APIHandler):
     async def prepare(self) -> None:  # type: ignore[override]
         await super().prepare()
         check_versions(self.request.headers)
-        limit = self.service.max_request_size
-        size = len(self.request.body or b"")
-        if size > limit:
-            raise v.ApiError(
-                413,
-                "too_large",
-                f"the request body is {size} bytes, larger than the fx service's limit of "
-                f"{limit} bytes (FxService.max_request_size); split it into smaller requests",
-            )
+        self.check_size(len(self.request.body or b""))
         await self.service.ready()
 
     def decode_argument(self, value: bytes, name: str | None = None) -> str:
@@ -100,6 +97,17 @@ class FxHandler(ExtensionHandlerMixin, APIHandler):
         if why:
             raise v.bad_request(f"{name or 'the URL'}: {why}")
         return decoded
+
+    def check_size(self, size: int) -> None:
+        """413 naming both sizes when a request body is over ``max_request_size``."""
+        limit = self.service.max_request_size
+        if size > limit:
+            raise v.ApiError(
+                413,
+                "too_large",
+                f"the request body is {size} bytes, larger than the fx service's limit of "
+                f"{limit} bytes (FxService.max_request_size); split it into smaller requests",
+            )
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         """Every error as ``{"error", "message"}``."""
@@ -282,8 +290,102 @@ class SubmitHandler(FxHandler):
     @authorized
     async def post(self) -> None:
         items, group = v.submission(self.json_body(), self.service.max_tasks_per_request)
+        if any(item.payload_ref for item in items):
+            await self._open_uploads(items)
         task_ids = await self.service.tasks.submit(self.owner, items)
         self.answer({"task_group_id": group or new_id(), "task_ids": task_ids})
+
+    async def _open_uploads(self, items: list[v.TaskRequest]) -> None:
+        """Give tasks that name an upload its mapped bytes; another user's upload is 404."""
+        refs = [item.payload_ref for item in items if item.payload_ref]
+        opened = await self.service.store.open_blobs(self.owner, refs)
+        for i, item in enumerate(items):
+            if item.payload_ref:
+                blob = opened.get(item.payload_ref)
+                if blob is None:
+                    raise v.ApiError(
+                        404,
+                        "not_found",
+                        f"tasks[{i}].payload_ref: no payload {item.payload_ref!r} (unknown, "
+                        "purged, or not yours); upload the arguments with POST payloads",
+                    )
+                item.payload = blob
+
+
+@web.stream_request_body
+class PayloadsHandler(FxHandler):
+    """``POST payloads``: upload a large task argument payload as raw bytes.
+
+    The body is streamed to a blob file as it arrives (never held in memory, never base64'd),
+    so authorization and the size check happen in :meth:`prepare`, before any of it is read.
+    The answer's ``payload_ref`` stands for the bytes in ``POST submit``.
+    """
+
+    _writer: BlobWriter | None = None
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        await super().prepare()
+        user = self.current_user
+        if not user:
+            raise web.HTTPError(403)
+        if not await ensure_async(
+            self.authorizer.is_authorized(self, user, "write", AUTH_RESOURCE)
+        ):
+            raise web.HTTPError(403, f"not authorized to write on resource {AUTH_RESOURCE}")
+        if self.request.method != "POST":
+            return
+        declared = self.request.headers.get("Content-Length")
+        if declared is None or not declared.isdigit():
+            raise v.bad_request(
+                "POST payloads needs a Content-Length header: send the payload as one "
+                "application/octet-stream body"
+            )
+        self.check_size(int(declared))
+        connection = self.request.connection
+        assert isinstance(connection, HTTP1Connection)
+        connection.set_max_body_size(self.service.max_request_size)
+        self._writer = BlobWriter(self.service.store.blobs)
+
+    async def data_received(self, chunk: bytes) -> None:
+        """Write the body through to the blob file as it arrives."""
+        if self._writer is not None:
+            await self._writer.add(chunk)
+
+    @authorized
+    async def post(self) -> None:
+        writer = self._writer
+        assert writer is not None
+        if writer.size == 0:
+            self._writer = None
+            raise v.bad_request("the request has no body: send the payload bytes")
+        store = self.service.store
+        try:
+            await writer.flush()
+            blob_id = await store.blobs.run(writer.commit)
+        except BaseException:
+            await writer.discard()
+            raise
+        self._writer = None
+        try:
+            await store.add_blob(self.owner, blob_id, writer.size)
+        except BaseException:
+            await store.blobs.run(store.blobs.remove, [blob_id])
+            raise
+        self.set_status(201)
+        self.answer({"payload_ref": blob_id, "size": writer.size})
+
+    def on_connection_close(self) -> None:
+        """A body cut short: drop what was written of it."""
+        super().on_connection_close()
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            asyncio.ensure_future(writer.discard())
+
+    def on_finish(self) -> None:
+        """Refused after the body was read (a failed authorization, a bad request)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            asyncio.ensure_future(writer.discard())
 
 
 class TaskHandler(FxHandler):
@@ -296,6 +398,40 @@ class TaskHandler(FxHandler):
     @authorized
     async def delete(self, task_id: str) -> None:
         self.answer_text(await self.service.tasks.cancel(self.owner, task_id))
+
+
+class TaskResultHandler(FxHandler):
+    """``GET tasks/{id}/result``: a finished task's payload as raw bytes.
+
+    For payloads too large to travel base64'd in JSON (the Task says ``result_size`` or
+    ``exception_size`` then), though any finished task's payload is served. The bytes are
+    those the endpoint sent: the serialized value for ``success``, the serialized error for
+    ``failed`` (``X-FX-Task-Status`` says which).
+    """
+
+    @authorized
+    async def get(self, task_id: str) -> None:
+        found = await self.service.store.result_blob(self.owner, task_id)
+        if found is None:
+            raise not_found("task", task_id)
+        status, payload = found
+        if status not in TaskState.TERMINAL:
+            raise v.ApiError(409, "conflict", f"task {task_id} is {status}: it has no result yet")
+        if not payload:
+            raise v.ApiError(
+                404, "not_found", f"task {task_id} ended {status} without a result payload"
+            )
+        view = memoryview(payload)
+        self.set_header("Content-Type", "application/octet-stream")
+        self.set_header("Content-Length", str(view.nbytes))
+        self.set_header("X-FX-Task-Status", status)
+        await self.flush()  # the headers; the pieces go to the connection without copies
+        connection = self.request.connection
+        assert connection is not None
+        for start in range(0, view.nbytes, RESULT_CHUNK):
+            # IOStream takes any buffer; ``write`` is annotated ``bytes`` only.
+            await connection.write(cast(bytes, view[start : start + RESULT_CHUNK]))
+        self.finish()
 
 
 class TasksHandler(FxHandler):
@@ -458,8 +594,10 @@ def default_handlers() -> list[tuple[str, type[web.RequestHandler]]]:
         (rf"/{API_PREFIX}/endpoints/{ident}", EndpointHandler),
         (rf"/{API_PREFIX}/endpoints/{ident}/status", EndpointStatusHandler),
         (rf"/{API_PREFIX}/submit", SubmitHandler),
+        (rf"/{API_PREFIX}/payloads", PayloadsHandler),
         (rf"/{API_PREFIX}/tasks", TasksHandler),
         (rf"/{API_PREFIX}/tasks/{ident}", TaskHandler),
+        (rf"/{API_PREFIX}/tasks/{ident}/result", TaskResultHandler),
         (rf"/{API_PREFIX}/batch_status", BatchStatusHandler),
         (rf"/{API_PREFIX}/stats", StatsHandler),
         (rf"/{API_PREFIX}/openapi.json", OpenAPIHandler),

@@ -10,6 +10,8 @@ message saying so: running old code on a newer schema would corrupt it.
 
 from __future__ import annotations
 
+import time
+
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
@@ -22,6 +24,7 @@ SCRIPT_LOCATION = "fx_jupyter.server_ext:migrations"
 BASELINE = "0001"
 #: Any constant: serializes migrations of services starting at once on one PostgreSQL database.
 _PG_LOCK_KEY = 0x66782D6A7570
+_SQLITE_RETRIES = 5
 
 
 class SchemaError(RuntimeError):
@@ -50,8 +53,22 @@ def current_revision(connection: sa.Connection) -> str | None:
 def upgrade(engine: Engine) -> tuple[str | None, str]:
     """Bring the store at ``engine`` to the newest revision in one transaction.
 
-    Returns the revision before (None for an empty database) and after.
+    Returns the revision before (None for an empty database) and after. SQLite answers
+    "database is locked" at once, without waiting out its busy timeout, when two connections
+    opening a fresh file would deadlock (one switching it to WAL while another holds a lock);
+    its documented remedy is to run the transaction again, which this does a few times.
     """
+    for attempt in range(_SQLITE_RETRIES):
+        try:
+            return _upgrade_once(engine)
+        except sa.exc.OperationalError as e:
+            if engine.dialect.name != "sqlite" or "database is locked" not in str(e.orig):
+                raise
+            time.sleep(0.05 * 2**attempt)
+    return _upgrade_once(engine)
+
+
+def _upgrade_once(engine: Engine) -> tuple[str | None, str]:
     with engine.begin() as conn:
         if conn.dialect.name == "postgresql":
             conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))

@@ -22,7 +22,8 @@ def b64(data: Any) -> str:
 
 
 #: A task as read from the store: the columns of ``statements.TASK_COLUMNS_OUT`` (transitions
-#: as JSON text), and the result payload (None in listings, or when there is none).
+#: as JSON text), the result payload (None in listings, or when there is none), and optionally
+#: the size of a result stored out of line (``data`` is None then).
 TaskRow = tuple[Any, ...]
 
 _string = json.encoder.encode_basestring_ascii
@@ -34,7 +35,9 @@ def task_json(row: TaskRow) -> str:
     Written directly from the row rather than through a dict per task: a ``batch_status`` of
     20,000 tasks would otherwise build 80,000 containers, and the garbage collector's passes
     over them cost more than the rest. ``result`` (success) or ``exception`` (failed) carry the
-    payload when the row has one.
+    payload when the row has one; a payload stored out of line is never base64'd into JSON:
+    ``result_size`` (or ``exception_size``) says how many bytes ``GET tasks/{id}/result``
+    answers instead.
     """
     (
         task_id,
@@ -50,6 +53,7 @@ def task_json(row: TaskRow) -> str:
         stdout,
         stderr,
         data,
+        *out_of_line,
     ) = row
     pending = "false" if status in TaskState.TERMINAL else "true"
     head = (
@@ -61,6 +65,9 @@ def task_json(row: TaskRow) -> str:
         out.append(f',"result":"{b64(data)}"')
     elif status == TaskState.FAILED and data:
         out.append(f',"exception":"{b64(data)}"')
+    elif out_of_line and out_of_line[0] is not None and status != TaskState.CANCELLED:
+        key = "result_size" if status == TaskState.SUCCESS else "exception_size"
+        out.append(f',"{key}":{int(out_of_line[0])}')
     if status in (TaskState.FAILED, TaskState.CANCELLED) and exception_text:
         out.append(f',"exception_text":{_string(exception_text)}')
     out.append(

@@ -122,11 +122,20 @@ SCHEMAS: dict[str, Any] = {
             "endpoint_id": {"type": "string", "description": "endpoint id or name"},
             "function_id": _ID,
             "payload": _B64,
+            "payload_ref": {
+                "type": "string",
+                "format": "uuid",
+                "description": "instead of payload: the arguments uploaded with POST payloads",
+            },
             "walltime": {"type": ["number", "null"], "exclusiveMinimum": 0},
             "memoize": {"type": "boolean", "default": False},
         },
-        ["endpoint_id", "function_id", "payload"],
+        ["endpoint_id", "function_id"],
         additionalProperties=False,
+    ),
+    "Uploaded": _obj(
+        {"payload_ref": {"type": "string", "format": "uuid"}, "size": {"type": "integer"}},
+        ["payload_ref", "size"],
     ),
     "Submission": _obj(
         {"tasks": {"type": "array", "items": _ref("TaskIn"), "minItems": 1}, "task_group_id": _STR},
@@ -144,6 +153,14 @@ SCHEMAS: dict[str, Any] = {
             "pending": {"type": "boolean"},
             "result": _B64,
             "exception": _B64,
+            "result_size": {
+                "type": "integer",
+                "description": "a result stored out of line: GET tasks/{task_id}/result",
+            },
+            "exception_size": {
+                "type": "integer",
+                "description": "an error stored out of line: GET tasks/{task_id}/result",
+            },
             "exception_text": _STR,
             "completion_t": _TS,
             "details": _obj(
@@ -197,7 +214,7 @@ def _errors(*codes: int) -> dict[str, Any]:
         400: "bad input (the message names the field) or an incompatible SDK version",
         403: "not authenticated or not authorized",
         404: "unknown id — or another user's, which answers the same",
-        409: "conflict (the public key belongs to another endpoint)",
+        409: "conflict (the public key belongs to another endpoint; a task with no result yet)",
         413: "request body larger than FxService.max_request_size",
     }
     return {str(c): _json(_ref("Error"), texts[c]) for c in (403, *codes)}
@@ -336,6 +353,40 @@ def openapi_document(base_path: str) -> dict[str, Any]:
                         _query("status", _STATE),
                     ],
                 )
+            },
+            "/payloads": {
+                "post": {
+                    "summary": "Upload task arguments as raw bytes, for a payload_ref in submit",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/octet-stream": {
+                                "schema": {"type": "string", "format": "binary"}
+                            }
+                        },
+                    },
+                    "responses": {
+                        "201": _json(_ref("Uploaded"), "Stored"),
+                        **_errors(400, 413),
+                    },
+                }
+            },
+            "/tasks/{task_id}/result": {
+                "get": {
+                    "summary": "A finished task's result (or error) payload as raw bytes",
+                    "parameters": [_TASK],
+                    "responses": {
+                        "200": {
+                            "description": "The payload; X-FX-Task-Status says success or failed",
+                            "content": {
+                                "application/octet-stream": {
+                                    "schema": {"type": "string", "format": "binary"}
+                                }
+                            },
+                        },
+                        **_errors(404, 409),
+                    },
+                }
             },
             "/tasks/{task_id}": {
                 "get": _op("A task, with its result", _json(_ref("Task")), (404,), params=[_TASK]),

@@ -45,12 +45,15 @@ class FunctionRecord:
 
 @dataclass
 class NewTask:
-    """A validated task of a submission, before it is stored."""
+    """A validated task of a submission, before it is stored.
+
+    ``payload`` is the argument bytes, or for arguments uploaded with ``POST payloads`` the
+    mapped upload (a :class:`.blobs.Blob`, which the store records by reference)."""
 
     task_id: str
     endpoint_id: str
     function_id: str
-    payload: bytes
+    payload: Any
     walltime: float | None
     memoize: bool
 

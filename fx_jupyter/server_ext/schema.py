@@ -83,6 +83,8 @@ tasks = sa.Table(
     sa.Column("completion_t", sa.Double),
     # sha256(function_id, payload) of tasks submitted with memoize=true, else NULL
     sa.Column("memo_key", sa.String(64)),
+    # A large payload stored out of line (then ``payload`` is empty): its blobs.blob_id.
+    sa.Column("payload_blob", sa.String(36)),
 )
 # Every index costs each of the 20,000 inserts of a big batch: only what the hot path needs.
 # Listings walk the unique seq index backwards; memo lookups only see memoized tasks.
@@ -94,6 +96,13 @@ sa.Index(
     sqlite_where=tasks.c.memo_key.isnot(None),
     postgresql_where=tasks.c.memo_key.isnot(None),
 )
+# Partial: only tasks with an out-of-line payload pay for it (blob garbage collection).
+sa.Index(
+    "ix_tasks_payload_blob",
+    tasks.c.payload_blob,
+    sqlite_where=tasks.c.payload_blob.isnot(None),
+    postgresql_where=tasks.c.payload_blob.isnot(None),
+)
 
 results = sa.Table(
     "results",
@@ -104,6 +113,26 @@ results = sa.Table(
     sa.Column("exception_text", sa.Text),
     sa.Column("stdout", sa.Text),
     sa.Column("stderr", sa.Text),
+    sa.Column("created", sa.Double, nullable=False),
+    # A large result stored out of line (then ``data`` is NULL): its blobs.blob_id.
+    sa.Column("data_blob", sa.String(36)),
+)
+sa.Index(
+    "ix_results_data_blob",
+    results.c.data_blob,
+    sqlite_where=results.c.data_blob.isnot(None),
+    postgresql_where=results.c.data_blob.isnot(None),
+)
+
+# Payloads too large for a row: the bytes are a file of the service's blob directory
+# (:mod:`.blobs`), named by ``blob_id``; a row here says whose it is. An uploaded argument has a
+# row before any task refers to it; blobs no task or result refers to any more are collected.
+blobs = sa.Table(
+    "blobs",
+    metadata,
+    sa.Column("blob_id", sa.String(36), primary_key=True),
+    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("size", sa.BigInteger, nullable=False),
     sa.Column("created", sa.Double, nullable=False),
 )
 
@@ -177,6 +206,8 @@ def create_engine(url: str | sa.URL, *, writer: bool, pool_size: int = 1) -> Eng
 
     @sa.event.listens_for(engine, "begin")
     def _on_begin(connection: sa.Connection) -> None:
-        connection.exec_driver_sql(begin)
+        # On the driver itself: through exec_driver_sql, SQLAlchemy's execution machinery cost
+        # more than the BEGIN, for every transaction and every read.
+        connection.connection.driver_connection.execute(begin)  # type: ignore[union-attr]
 
     return engine

@@ -19,7 +19,7 @@ from fx_endpoint.protocol import TaskState
 
 from . import dbapi
 from .records import Change, NewTask
-from .schema import results, tasks
+from .schema import blobs, results, tasks
 
 T = TypeVar("T")
 
@@ -37,8 +37,18 @@ TASK_COLUMNS = (
     "walltime",
     "completion_t",
     "memo_key",
+    "payload_blob",
 )
-RESULT_COLUMNS = ("task_id", "status", "data", "exception_text", "stdout", "stderr", "created")
+RESULT_COLUMNS = (
+    "task_id",
+    "status",
+    "data",
+    "exception_text",
+    "stdout",
+    "stderr",
+    "created",
+    "data_blob",
+)
 #: Bound parameters per IN list: far below SQLite's 32,766 and PostgreSQL's 65,535.
 CHUNK = 500
 NON_TERMINAL = tuple(s for s in TaskState.ALL if s not in TaskState.TERMINAL)
@@ -165,6 +175,23 @@ def cancel_rows(
     return changes
 
 
+def collect_blobs(conn: sa.Connection, candidates: Sequence[str]) -> list[str]:
+    """Delete the ``blobs`` rows among ``candidates`` that no task or result refers to any
+    more; returns their ids, whose files the caller unlinks once the transaction commits."""
+    doomed: list[str] = []
+    for chunk in chunks(candidates):
+        unreferenced = sa.and_(
+            blobs.c.blob_id.in_(chunk),
+            ~sa.exists().where(tasks.c.payload_blob == blobs.c.blob_id),
+            ~sa.exists().where(results.c.data_blob == blobs.c.blob_id),
+        )
+        ids = list(conn.execute(sa.select(blobs.c.blob_id).where(unreferenced)).scalars())
+        if ids:
+            conn.execute(blobs.delete().where(blobs.c.blob_id.in_(ids)))
+            doomed.extend(ids)
+    return doomed
+
+
 SELECT_STATE = sa.select(
     tasks.c.task_id,
     tasks.c.owner,
@@ -203,9 +230,11 @@ TASK_COLUMNS_OUT = (
 )
 WITH_RESULTS = tasks.outerjoin(results, results.c.task_id == tasks.c.task_id)
 
+#: Task rows with the result payload, and the size of a result stored out of line (then
+#: ``data`` is NULL: the answer says how large it is and where to fetch it).
 GET_TASKS = (
-    sa.select(*TASK_COLUMNS_OUT, results.c.data)
-    .select_from(WITH_RESULTS)
+    sa.select(*TASK_COLUMNS_OUT, results.c.data, blobs.c.size)
+    .select_from(WITH_RESULTS.outerjoin(blobs, blobs.c.blob_id == results.c.data_blob))
     .where(tasks.c.owner == sa.bindparam("owner"))
 )
 
@@ -217,6 +246,7 @@ BACKLOG = (
         tasks.c.payload,
         tasks.c.walltime,
         tasks.c.retries,
+        tasks.c.payload_blob,
     )
     .where(
         tasks.c.endpoint_id == sa.bindparam("endpoint_id"),

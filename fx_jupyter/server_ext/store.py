@@ -9,7 +9,11 @@ lists for lookups — so a 20,000-task submission or a results message costs a h
 statements, not one per task (invariant 3). The statements and row-level steps are in
 :mod:`.statements`, the record types in :mod:`.records`.
 
-Payload columns hold opaque bytes; the store never interprets them (invariant 1).
+Payload columns hold opaque bytes; the store never interprets them (invariant 1). Payloads
+larger than :data:`.blobs.OUT_OF_LINE_BYTES` are files of the blob directory instead
+(:mod:`.blobs`): a row names them, the file is written (as durably as the store commits)
+before that row commits, and a file is unlinked only after the commit that dropped its last
+reference.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import sqlalchemy as sa
 from fx_endpoint.protocol import TaskState
 
 from . import dbapi, migrate
+from .blobs import OUT_OF_LINE_BYTES, Blob, BlobFiles
 from .models import TaskRow
 from .records import (
     Change,
@@ -40,6 +45,7 @@ from .records import (
     new_id,
 )
 from .schema import (
+    blobs,
     create_engine,
     endpoints,
     functions,
@@ -59,6 +65,7 @@ from .statements import (
     WITH_RESULTS,
     cancel_rows,
     chunks,
+    collect_blobs,
     memo_key_of,
     memo_results,
     select_task_states,
@@ -73,9 +80,15 @@ T = TypeVar("T")
 class TaskStore:
     """All persistent state of the service, behind batch-oriented async methods."""
 
-    def __init__(self, url: str, log: logging.Logger, read_threads: int = 4) -> None:
+    def __init__(
+        self, url: str, log: logging.Logger, read_threads: int = 4, blob_dir: str | None = None
+    ) -> None:
         self.url = url
         self.log = log
+        #: Out-of-line payloads: ``blob_dir``, by default ``blobs/`` beside an SQLite database
+        #: (or in the Jupyter data dir for a server database).
+        #: Files are fsync'd only for a store whose commits are (not SQLite's NORMAL mode).
+        self.blobs = BlobFiles(blob_dir or _default_blob_dir(url), durable=not is_sqlite(url))
         self.backend = store_url(url).get_backend_name()
         self._write_engine = create_engine(url, writer=True)
         self._read_engine = create_engine(url, writer=False, pool_size=read_threads)
@@ -98,7 +111,19 @@ class TaskStore:
         last = await self._run_read(self._open_sync)
         self._next_seq = last + 1
         self.committed_seq = last
+        await self.blobs.run(self.blobs.prepare)
+        swept = await self.blobs.run(self.blobs.sweep, self._known_blobs)
+        if swept:
+            self.log.info("fx store: removed %d unreferenced payload files", swept)
         self.writer.start()
+
+    def _known_blobs(self, ids: list[str]) -> set[str]:
+        with self._read_engine.connect() as conn:
+            found: set[str] = set()
+            for chunk in chunks(ids):
+                stmt = sa.select(blobs.c.blob_id).where(blobs.c.blob_id.in_(chunk))
+                found.update(conn.execute(stmt).scalars())
+            return found
 
     def _open_sync(self) -> int:
         before, after = migrate.upgrade(self._write_engine)
@@ -112,6 +137,7 @@ class TaskStore:
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(None, self.writer.stop)
         self._reads.shutdown(wait=True)
+        self.blobs.close()
         self._write_engine.dispose()
         self._read_engine.dispose()
 
@@ -306,19 +332,36 @@ class TaskStore:
 
         return self.write(op)
 
-    def delete_endpoint(self, endpoint_id: str) -> asyncio.Future[list[Change]]:
-        """Remove an endpoint; its unfinished tasks end ``cancelled``."""
+    async def delete_endpoint(self, endpoint_id: str) -> list[Change]:
+        """Remove an endpoint; its unfinished tasks end ``cancelled``, and the out-of-line
+        arguments they will never need go (files unlinked after the commit)."""
 
-        def op(conn: sa.Connection) -> list[Change]:
+        def op(conn: sa.Connection) -> tuple[list[Change], list[str]]:
             conn.execute(endpoints.delete().where(endpoints.c.endpoint_id == endpoint_id))
             rows = conn.execute(
-                sa.select(tasks.c.task_id, tasks.c.owner, tasks.c.transitions).where(
-                    tasks.c.endpoint_id == endpoint_id, tasks.c.status.in_(NON_TERMINAL)
-                )
+                sa.select(
+                    tasks.c.task_id, tasks.c.owner, tasks.c.transitions, tasks.c.payload_blob
+                ).where(tasks.c.endpoint_id == endpoint_id, tasks.c.status.in_(NON_TERMINAL))
             ).all()
-            return cancel_rows(conn, rows, endpoint_id, "its endpoint was deleted")
+            changes = cancel_rows(conn, rows, endpoint_id, "its endpoint was deleted")
+            freed = {row.payload_blob for row in rows if row.payload_blob is not None}
+            if not freed:
+                return changes, []
+            dropped = [row.task_id for row in rows if row.payload_blob is not None]
+            for chunk in chunks(dropped):
+                conn.execute(
+                    tasks.update().where(tasks.c.task_id.in_(chunk)).values(payload_blob=None)
+                )
+            return changes, collect_blobs(conn, sorted(freed))
 
-        return self.write(op)
+        changes, doomed = await self.write(op)
+        await self._unlink(doomed)
+        return changes
+
+    async def _unlink(self, blob_ids: list[str]) -> None:
+        """Remove the files of blobs whose rows a committed transaction deleted."""
+        if blob_ids:
+            await self.blobs.run(self.blobs.remove, blob_ids)
 
     def endpoint_seen(
         self, endpoint_id: str, last_heartbeat: float, info: dict[str, Any]
@@ -367,9 +410,12 @@ class TaskStore:
                     status, transitions, completion_t = TaskState.SUCCESS, memoized, now
                     change = Change(t.task_id, owner, t.endpoint_id, status, now)
                     done[t.task_id] = (change, {**hit, "task_id": t.task_id, "created": now})
+                payload, blob_id = t.payload, None
+                if type(payload) is Blob:
+                    payload, blob_id = b"", payload.blob_id
                 rows.append(
-                    (t.task_id, seq, owner, t.endpoint_id, t.function_id, status, t.payload,
-                     now, transitions, 0, t.walltime, completion_t, memo)
+                    (t.task_id, seq, owner, t.endpoint_id, t.function_id, status, payload,
+                     now, transitions, 0, t.walltime, completion_t, memo, blob_id)
                 )  # fmt: skip
             dbapi.bulk_insert(conn, tasks, TASK_COLUMNS, rows)
             if done:
@@ -402,9 +448,55 @@ class TaskStore:
         its final state whatever arrives late. The first result of a task wins: another result
         for a finished task (or a second one in the same batch) is a duplicate; one for a task
         that is not assigned to this endpoint is unknown. Neither changes anything.
+
+        Results over :data:`.blobs.OUT_OF_LINE_BYTES` are written to blob files first (in the
+        blob threads, so the writer keeps committing others' work meanwhile); the operation then
+        refers to them, and the files of duplicates are unlinked after its commit.
         """
+        large = [r for r in batch if r.data is not None and len(r.data) > OUT_OF_LINE_BYTES]
+        if large:
+            return asyncio.ensure_future(self._record_large(endpoint_id, updates, batch, large))
+        return self.write(self._record_op(endpoint_id, updates, batch, {}, set()))
+
+    async def _record_large(
+        self,
+        endpoint_id: str,
+        updates: list[tuple[str, str, float]],
+        batch: list[ResultIn],
+        large: list[ResultIn],
+    ) -> Reports:
+        written: dict[int, tuple[str, int]] = {}
+        try:
+            for r in large:
+                written[id(r)] = (await self.blobs.run(self.blobs.write, r.data), len(r.data))
+        except BaseException:
+            await self._unlink([blob_id for blob_id, _ in written.values()])
+            raise
+        unused = {blob_id for blob_id, _ in written.values()}
+        try:
+            reports = await self.write(
+                self._record_op(endpoint_id, updates, batch, written, unused)
+            )
+        except BaseException:
+            await self._unlink([blob_id for blob_id, _ in written.values()])
+            raise
+        await self._unlink(sorted(unused))
+        return reports
+
+    def _record_op(
+        self,
+        endpoint_id: str,
+        updates: list[tuple[str, str, float]],
+        batch: list[ResultIn],
+        written: dict[int, tuple[str, int]],
+        unused: set[str],
+    ) -> Callable[[sa.Connection], Reports]:
+        """The write operation of :meth:`record_reports`. ``written`` maps ``id(result)`` to
+        the blob (id, size) its payload was written to; the operation takes the blobs of the
+        results it records out of ``unused``, leaving those of duplicates for unlinking."""
 
         def op(conn: sa.Connection) -> Reports:
+            new_blobs = []
             ids = {u[0] for u in updates}
             ids.update(r.task_id for r in batch)
             current = select_task_states(conn, endpoint_id, ids)
@@ -431,16 +523,29 @@ class TaskStore:
                 row["transitions"][r.status] = r.ts
                 if r.retries is not None:
                     row["retries"] = r.retries
+                data, blob_id = r.data, None
+                if written:
+                    blob = written.get(id(r))
+                    if blob is not None:
+                        data, blob_id = None, blob[0]
+                        unused.discard(blob_id)
+                        new_blobs.append(
+                            {"blob_id": blob_id, "owner": row["owner"], "size": blob[1],
+                             "created": r.ts}
+                        )  # fmt: skip
                 rows.append(
-                    (r.task_id, r.status, r.data, r.exception_text, r.stdout, r.stderr, r.ts)
-                )
+                    (r.task_id, r.status, data, r.exception_text, r.stdout, r.stderr, r.ts,
+                     blob_id)
+                )  # fmt: skip
                 out.recorded.append(Change(r.task_id, row["owner"], endpoint_id, r.status, r.ts))
+            if new_blobs:
+                conn.execute(blobs.insert(), new_blobs)
             if rows:
                 dbapi.bulk_insert(conn, results, RESULT_COLUMNS, rows)
             update_task_states(conn, [r for r in current.values() if r.get("dirty")])
             return out
 
-        return self.write(op)
+        return op
 
     def requeue(self, endpoint_id: str) -> asyncio.Future[list[Change]]:
         """Return an offline endpoint's unfinished tasks to ``waiting-for-ep`` (retries kept)."""
@@ -474,12 +579,16 @@ class TaskStore:
 
         return self.write(op)
 
-    def purge_results(self, cutoff: float) -> asyncio.Future[int]:
+    async def purge_results(self, cutoff: float) -> int:
         """Delete finished tasks completed before ``cutoff`` (Unix seconds) and their results:
         one DELETE per table, so a purge is one short write however many rows expire. Returns
-        how many tasks went; unfinished tasks are never touched."""
+        how many tasks went; unfinished tasks are never touched.
 
-        def op(conn: sa.Connection) -> int:
+        Out-of-line payloads created before ``cutoff`` that nothing refers to any more go too —
+        those of the purged rows, and uploads no task ever used — their files unlinked after
+        the commit."""
+
+        def op(conn: sa.Connection) -> tuple[int, list[str]]:
             expired = sa.and_(
                 tasks.c.status.in_(sorted(TaskState.TERMINAL)), tasks.c.completion_t < cutoff
             )
@@ -488,9 +597,74 @@ class TaskStore:
                     results.c.task_id.in_(sa.select(tasks.c.task_id).where(expired))
                 )
             )
-            return int(conn.execute(tasks.delete().where(expired)).rowcount)
+            count = int(conn.execute(tasks.delete().where(expired)).rowcount)
+            old = conn.execute(sa.select(blobs.c.blob_id).where(blobs.c.created < cutoff))
+            return count, collect_blobs(conn, list(old.scalars()))
+
+        count, doomed = await self.write(op)
+        await self._unlink(doomed)
+        return count
+
+    # -- out-of-line payloads -----------------------------------------------------------------
+
+    def add_blob(self, owner: str, blob_id: str, size: int) -> asyncio.Future[None]:
+        """Record an uploaded payload (its file is durable already) as ``owner``'s."""
+
+        def op(conn: sa.Connection) -> None:
+            conn.execute(
+                blobs.insert().values(blob_id=blob_id, owner=owner, size=size, created=unix_now())
+            )
 
         return self.write(op)
+
+    async def open_blobs(self, owner: str, blob_ids: Iterable[str]) -> dict[str, Blob]:
+        """Maps of ``owner``'s uploaded payloads among ``blob_ids``; others (unknown, purged,
+        another user's) are absent."""
+        ids = list(dict.fromkeys(blob_ids))
+
+        def q(conn: sa.Connection) -> list[str]:
+            found: list[str] = []
+            for chunk in chunks(ids):
+                stmt = sa.select(blobs.c.blob_id).where(
+                    blobs.c.blob_id.in_(chunk), blobs.c.owner == owner
+                )
+                found.extend(conn.execute(stmt).scalars())
+            return found
+
+        def open_all(found: list[str]) -> dict[str, Blob]:
+            opened = {}
+            for blob_id in found:
+                try:
+                    opened[blob_id] = self.blobs.open(blob_id)
+                except FileNotFoundError:  # purged between the query and here
+                    continue
+            return opened
+
+        return await self.blobs.run(open_all, await self.read(q))
+
+    async def result_blob(self, owner: str, task_id: str) -> tuple[str, Any] | None:
+        """``(status, payload)`` of the owner's finished task: a :class:`Blob` when stored out
+        of line, bytes (or None) otherwise; None for an unknown task (or another user's)."""
+
+        def q(conn: sa.Connection) -> tuple[str, Any, str | None] | None:
+            stmt = (
+                sa.select(tasks.c.status, results.c.data, results.c.data_blob)
+                .select_from(WITH_RESULTS)
+                .where(tasks.c.task_id == task_id, tasks.c.owner == owner)
+            )
+            row = conn.execute(stmt).first()
+            return None if row is None else (row[0], row[1], row[2])
+
+        found = await self.read(q)
+        if found is None:
+            return None
+        status, data, blob_id = found
+        if blob_id is not None:
+            try:
+                return status, await self.blobs.run(self.blobs.open, blob_id)
+            except FileNotFoundError:  # purged meanwhile
+                return None
+        return status, data
 
     # -- tasks: reads -------------------------------------------------------------------------
 
@@ -539,7 +713,10 @@ class TaskStore:
                 "until": until_seq,
                 "limit": limit,
             }
-            return [tuple(row) for row in conn.execute(BACKLOG, params)]
+            return [
+                (seq, task_id, function_id, self.blobs.read(blob) if blob else payload, w, r)
+                for seq, task_id, function_id, payload, w, r, blob in conn.execute(BACKLOG, params)
+            ]
 
         return await self.read(q)
 
@@ -583,3 +760,13 @@ class TaskStore:
                 ).scalar()
             )
         return None
+
+
+def _default_blob_dir(url: str) -> str:
+    """``blobs/`` beside an SQLite database file, else ``{jupyter_data_dir}/fx/blobs``."""
+    parsed = store_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database:
+        return os.path.join(os.path.dirname(os.path.abspath(parsed.database)), "blobs")
+    from jupyter_core.paths import jupyter_data_dir
+
+    return os.path.join(jupyter_data_dir(), "fx", "blobs")

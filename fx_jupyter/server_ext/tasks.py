@@ -13,8 +13,6 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from fx_endpoint.protocol import TaskState
-
 from .dispatch import Dispatcher, OutTask
 from .endpoints import EndpointRegistry
 from .events import EventHub
@@ -99,13 +97,10 @@ class TaskManager:
     ) -> None:
         if not self.events.wants(owner):
             return
-        now = time.time()
-        self.events.task_changes(
-            [
-                Change(t.task_id, owner, t.endpoint_id, TaskState.WAITING_FOR_EP, now)
-                for t in new
-                if t.task_id not in memoized
-            ]
+        self.events.tasks_submitted(
+            owner,
+            ((t.task_id, t.endpoint_id) for t in new if t.task_id not in memoized),
+            time.time(),
         )
         for change, result in memoized.values():
             self.events.task_result(

@@ -22,6 +22,8 @@ from .endpoints import NAME_PATTERN
 
 #: Curve public keys travel in Z85: 40 characters for 32 bytes.
 _Z85 = re.compile(r"^[0-9a-zA-Z.\-:+=^!/*?&<>()\[\]{}@%$#]{40}$")
+#: Payload references are the ids ``POST payloads`` makes (random UUIDs).
+PAYLOAD_REF = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MAX_ID = 255
 MAX_TEXT = 1024 * 1024
 #: What in a raw body may decode to a string no database stores: a NUL escape, a surrogate
@@ -179,16 +181,20 @@ def endpoint_name(body: dict[str, Any], key: str) -> str:
 
 @dataclass(slots=True)
 class TaskRequest:
-    """One task of a ``POST submit`` body, checked."""
+    """One task of a ``POST submit`` body, checked.
+
+    A task whose arguments were uploaded (``payload_ref``) has an empty ``payload`` until the
+    handler replaces it by the mapped upload (:class:`.blobs.Blob`)."""
 
     endpoint: str
     function_id: str
-    payload: bytes
+    payload: Any
     walltime: float | None
     memoize: bool
+    payload_ref: str | None = None
 
 
-_TASK_KEYS = {"endpoint_id", "function_id", "payload", "walltime", "memoize"}
+_TASK_KEYS = {"endpoint_id", "function_id", "payload", "payload_ref", "walltime", "memoize"}
 _SUBMIT_KEYS = {"tasks", "task_group_id"}
 
 
@@ -220,24 +226,37 @@ def submission(body: dict[str, Any], max_tasks: int) -> tuple[list[TaskRequest],
             raise bad_request(
                 f"tasks[{i}].function_id: expected a function id, got {_describe(function_id)}"
             )
-        if type(data) is not str:
+        ref = None
+        if data is None and "payload_ref" in item:
+            ref = item["payload_ref"]
+            if type(ref) is not str or not PAYLOAD_REF.match(ref):
+                raise bad_request(
+                    f"tasks[{i}].payload_ref: expected a payload reference as POST payloads "
+                    f"answers, got {_describe(ref)}"
+                )
+            raw = b""
+        elif type(data) is not str:
             raise bad_request(
-                f"tasks[{i}].payload: expected a base64 string, got {_describe(data)}"
+                f"tasks[{i}].payload: expected a base64 string (or a payload_ref from POST "
+                f"payloads), got {_describe(data)}"
             )
-        try:
-            raw = decode(data, validate=True)
-        except (binascii.Error, ValueError) as e:
-            raise bad_request(f"tasks[{i}].payload: not valid base64 ({e})") from None
-        if not raw:
-            raise bad_request(f"tasks[{i}].payload: empty payload")
+        else:
+            try:
+                raw = decode(data, validate=True)
+            except (binascii.Error, ValueError) as e:
+                raise bad_request(f"tasks[{i}].payload: not valid base64 ({e})") from None
+            if not raw:
+                raise bad_request(f"tasks[{i}].payload: empty payload")
         walltime = None
         memoize = False
         if len(item) > 3:
             where = f"tasks[{i}]."
             check_keys(item, _TASK_KEYS, where)
+            if ref is None and "payload_ref" in item:
+                raise bad_request(f"{where}payload_ref: give payload or payload_ref, not both")
             walltime = positive_number(item, "walltime", where)
             memoize = flag(item, "memoize", where)
-        out.append(TaskRequest(endpoint, function_id, raw, walltime, memoize))
+        out.append(TaskRequest(endpoint, function_id, raw, walltime, memoize, ref))
     return out, group
 
 

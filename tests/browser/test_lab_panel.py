@@ -75,19 +75,21 @@ def cell(row: Locator, field: str) -> Locator:
     return row.locator(f'[data-field="{field}"]')
 
 
-def has_theme_color(badge: Locator, variable: str) -> bool:
-    """Whether ``badge`` is drawn in the color of JupyterLab's CSS ``variable``."""
-    return badge.evaluate(
-        """(node, variable) => {
+def expect_theme_color(badge: Locator, variable: str) -> None:
+    """``badge`` is (or soon becomes: the row may be drawn again) drawn in the color of
+    JupyterLab's CSS ``variable``."""
+    expected = badge.page.evaluate(
+        """(variable) => {
             const probe = document.createElement('span');
             probe.style.color = `var(${variable})`;
             document.body.append(probe);
-            const expected = getComputedStyle(probe).color;
+            const color = getComputedStyle(probe).color;
             probe.remove();
-            return getComputedStyle(node).color === expected;
+            return color;
         }""",
         variable,
     )
+    expect(badge).to_have_css("color", expected, timeout=10_000)
 
 
 def test_panel_lists_endpoint_and_task_and_follows_a_cancel(lab, lab_stack) -> None:
@@ -159,7 +161,7 @@ def test_failed_task_goes_live_to_failed_and_expands_to_its_exception(
     task = panel.locator(f'.fx-TaskRow[data-task-id="{task_id}"]')
     badge = task.locator(".fx-Status")
     expect(badge).to_have_text("failed", timeout=30_000)
-    assert has_theme_color(badge, "--jp-error-color1")
+    expect_theme_color(badge, "--jp-error-color1")
 
     task.click()
     expect(task).to_have_attribute("aria-expanded", "true")

@@ -150,15 +150,18 @@ def test_tasks_wait_for_nodes_until_a_block_starts(driver):
     for i in range(4):
         driver.submit(f"t{i}", double, i)
     assert driver.states_of("t0") == [TaskState.WAITING_FOR_NODES]
-    driver.run_until(lambda: driver.engine.status()["blocks"]["pending"] == 1)
+    # The engine samples Parsl's view twice a second: a block may be seen pending, or only once
+    # it runs already.
+    driver.run_until(lambda: sum(driver.engine.status()["blocks"].values()) == 1)
     outcomes = driver.wait("t0", "t1", "t2", "t3")
     assert [value(o) for o in outcomes] == [0, 2, 4, 6]
-    assert driver.states_of("t0") == [TaskState.WAITING_FOR_NODES, TaskState.RUNNING]
-    # Two workers (one per accelerator): two tasks waited for one once the block was up.
-    launched = [
-        t for t in ("t0", "t1", "t2", "t3") if TaskState.WAITING_FOR_LAUNCH in driver.states_of(t)
-    ]
-    assert len(launched) <= 2
+    for task_id in ("t0", "t1", "t2", "t3"):
+        # Waiting for nodes, then running; in between, waiting for one of the two workers (one
+        # per accelerator) once the block was up: the engine may look while the interchange is
+        # handing out the tasks. A task over between two looks is running all the same.
+        first, *between, last = driver.states_of(task_id)
+        assert (first, last) == (TaskState.WAITING_FOR_NODES, TaskState.RUNNING), task_id
+        assert set(between) <= {TaskState.WAITING_FOR_LAUNCH}, task_id
     status = driver.engine.status()
     assert status["blocks"] == {"pending": 0, "running": 1}
     assert (status["workers"], status["max_workers"], status["queued"]) == (2, 2, 0)

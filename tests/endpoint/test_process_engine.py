@@ -321,23 +321,30 @@ def sandbox_probe(port):
     return report
 
 
-def _bwrap_works() -> bool:
+def _bwrap_problem() -> str | None:
+    """Why bubblewrap cannot sandbox here, or None: `make test` installs it (`make
+    system-deps`), so a missing or unusable bwrap fails the sandbox test rather than hiding it."""
     import shutil
     import subprocess
 
     if shutil.which("bwrap") is None:
-        return False
+        return "bubblewrap (bwrap) is not on the PATH; install it with `make system-deps`"
     probe = subprocess.run(
         ["bwrap", "--ro-bind", "/", "/", "--unshare-net", "true"],
         check=False,
         capture_output=True,
+        text=True,
         timeout=30,
     )
-    return probe.returncode == 0
+    if probe.returncode != 0:
+        return f"bwrap cannot make a sandbox here (exit {probe.returncode}): {probe.stderr.strip()}"
+    return None
 
 
-@pytest.mark.skipif(not _bwrap_works(), reason="bubblewrap (bwrap) is not usable here")
 def test_bwrap_sandbox(engine_factory, tmp_path):
+    problem = _bwrap_problem()
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
     marker = Path(tempfile.gettempdir()) / f"fx-host-tmp-marker-{os.getpid()}"
     marker.write_text("host")
     listener = socket.create_server(("127.0.0.1", 0))  # reachable from here, not from inside

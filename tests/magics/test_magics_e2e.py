@@ -177,6 +177,55 @@ def test_walltime_is_passed_with_the_task(ip, stack):
     assert task["details"]["walltime"] == 30
 
 
+# A cell with a side effect on the endpoint's side: one line in `log` per run.
+MEMO_CELL = (
+    "with open(log, 'a') as f:\n"
+    "    f.write(f'{n}\\n')\n"
+    "print('ran', n)\n"
+    "doubled = n * 2\n"
+    "doubled + 1"
+)
+
+
+def test_memoize_answers_a_rerun_from_the_stored_result(ip, stack, tmp_path):
+    log = tmp_path / "runs"
+    ip.user_ns.update(log=str(log), n=3)
+    memoized = f"%%funcx endpoint={stack.endpoint_name} memoize=true\n{MEMO_CELL}"
+    outcomes = []
+    for _ in range(2):
+        ip.user_ns.pop("doubled", None)
+        result, out = run(ip, memoized)
+        assert result.success, out.stderr
+        outcomes.append((result.result, ip.user_ns["doubled"], out.stdout.splitlines()[0]))
+    assert outcomes == [(7, 6, "ran 3")] * 2  # output replayed from the stored result too
+    assert log.read_text() == "3\n"
+    ip.user_ns["n"] = 4  # other values: another call
+    assert run(ip, memoized)[0].result == 9
+    plain = f"%%funcx endpoint={stack.endpoint_name}\n{MEMO_CELL}"
+    assert [run(ip, plain)[0].result for _ in range(2)] == [9, 9]
+    assert log.read_text() == "3\n4\n4\n4\n"
+
+
+def test_a_failed_memoized_cell_runs_again(ip, stack, tmp_path):
+    log = tmp_path / "runs"
+    ip.user_ns.update(log=str(log), n=0)
+    cell = f"%%funcx endpoint={stack.endpoint_name} memoize=yes\n{MEMO_CELL}\n1 / n"
+    for _ in range(2):
+        result, _ = run(ip, cell)
+        assert isinstance(result.error_in_exec, ZeroDivisionError)
+    assert log.read_text() == "0\n0\n"
+
+
+def test_malformed_memoize_sends_nothing(ip, stack, tmp_path):
+    log = tmp_path / "runs"
+    ip.user_ns.update(log=str(log), n=1)
+    before = stack.client().list_tasks(limit=1)
+    result, out = run(ip, f"%%funcx endpoint={stack.endpoint_name} memoize=sometimes\n{MEMO_CELL}")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "memoize= must be true or false, got 'sometimes'" in out.stderr
+    assert stack.client().list_tasks(limit=1) == before and not log.exists()
+
+
 def test_unknown_endpoint_names_the_known_ones(ip, stack):
     result, out = run(ip, "%%funcx endpoint=no-such-endpoint\n1")
     assert isinstance(result.error_in_exec, UsageError)

@@ -21,6 +21,8 @@ from fx_jupyter.magics.options import CellOptions, parse_cell_options, parse_lin
         ("timeout=10 walltime=60", CellOptions(timeout=10.0, walltime=60.0)),
         ("out=result", CellOptions(out="result")),
         ("  endpoint=a   out=_x  ", CellOptions(endpoint="a", out="_x")),
+        ("memoize=true", CellOptions(memoize=True)),
+        ("memoize=OFF walltime=5", CellOptions(memoize=False, walltime=5.0)),
     ],
 )
 def test_good_cell_options(line, expected):
@@ -33,7 +35,10 @@ def test_good_cell_options(line, expected):
         ("gpu", "expected key=value, got 'gpu'"),
         (
             "endpont=gpu",
-            ("unknown option 'endpont'; valid options are endpoint, block, timeout, out, walltime"),
+            (
+                "unknown option 'endpont'; valid options are endpoint, block, timeout, out, "
+                "walltime, memoize"
+            ),
         ),
         ("endpoint=a endpoint=b", "'endpoint' is given twice"),
         ("endpoint=", "needs an endpoint name or id"),
@@ -44,6 +49,10 @@ def test_good_cell_options(line, expected):
         ("timeout=nan", "positive number"),
         ("timeout=inf", "positive number"),
         ("walltime=", "walltime= must be a positive number"),
+        ("memoize=please", "memoize= must be true or false, got 'please'"),
+        ("memoize=", "memoize= must be true or false, got ''"),
+        ("memoize=true memoize=false", "'memoize' is given twice"),
+        ("memoise=true", "unknown option 'memoise'"),
         ("out=1x", "out= must be a Python variable name, got '1x'"),
         ("out=class", "variable name"),
         ("out=a.b", "variable name"),

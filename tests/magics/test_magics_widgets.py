@@ -85,6 +85,21 @@ def test_task_widget_renders_html_with_state_and_times():
     assert "var(--jp-" in html  # themed with JupyterLab's CSS variables
 
 
+def test_task_widget_makes_its_child_widgets_only_when_needed():
+    text = TaskWidget("gpu", "t1", text_mode=True)
+    text.set_transitions({TaskState.WAITING_FOR_EP: T0, TaskState.SUCCESS: T0 + 1})
+    assert text.children == () and text.comm is None  # nothing to draw, nothing to talk to
+    assert text._repr_mimebundle_() == {"text/plain": text.summary()}
+    drawn = TaskWidget("gpu", "t1", text_mode=False)
+    drawn.set_transitions({TaskState.WAITING_FOR_EP: T0})
+    (header,) = drawn.children  # the state line; no output area until something goes there
+    assert drawn.comm is not None
+    drawn.output.append_stdout("late output\n")
+    assert drawn.children == (header, drawn.output)
+    drawn.set_transitions({TaskState.SUCCESS: T0 + 1})
+    assert drawn.children[0] is header and "success" in header.value
+
+
 def test_task_widget_follows_a_future(text_mode):
     future = FxFuture(endpoint_id="ep-1")
     w = TaskWidget.for_future(future, endpoint="gpu", show=False, text_mode=text_mode)
@@ -104,6 +119,25 @@ def test_task_widget_follows_a_future(text_mode):
     w = TaskWidget.for_future(cancelled, endpoint="gpu", show=False, text_mode=text_mode)
     cancelled.mark_cancelled()
     assert w.state == TaskState.CANCELLED
+
+
+def test_task_widget_keeps_events_that_overtake_the_task_id(text_mode):
+    """A task's first states can arrive before the submit's answer names the task: the widget
+    keeps them until it knows its id, and drops those of other tasks."""
+    future = FxFuture(endpoint_id="ep-1")
+    w = TaskWidget.for_future(future, endpoint="gpu", show=False, text_mode=text_mode)
+    w.handle_event(event("t9", TaskState.WAITING_FOR_EP, T0))
+    w.handle_event(event("other", TaskState.RUNNING, T0 + 0.05))
+    w.handle_event(event("t9", TaskState.RUNNING, T0 + 0.1))
+    assert w.task_id == "" and w.transitions == {}
+    future.task_id = "t9"
+    w.handle_event(event("t9", TaskState.SUCCESS, T0 + 0.4))
+    assert w.transitions == {
+        TaskState.WAITING_FOR_EP: T0,
+        TaskState.RUNNING: T0 + 0.1,
+        TaskState.SUCCESS: T0 + 0.4,
+    }
+    assert dict(w.durations())[TaskState.RUNNING] == pytest.approx(0.3)
 
 
 def test_task_widget_finished_by_its_caller(text_mode):
@@ -216,6 +250,7 @@ def test_fx_no_widgets_turns_widgets_off(monkeypatch):
 
     shell = InteractiveShell.instance()
     monkeypatch.setattr(shell, "kernel", object(), raising=False)
+    monkeypatch.delenv("FX_NO_WIDGETS", raising=False)  # the nbval stack exports it
     assert widgets_enabled()
     monkeypatch.setenv("FX_NO_WIDGETS", "1")
     assert not widgets_enabled()
@@ -253,3 +288,19 @@ def test_plain_text_repr_is_the_status_line():
     assert repr(w).startswith("fx task t1 on gpu: running")
     assert w._repr_mimebundle_()["text/plain"].startswith("fx task t1 on gpu: running")
     assert repr(BatchWidget(3, text_mode=False)).startswith("fx batch: 0/3 done")
+
+
+def test_a_view_must_implement_every_hook():
+    from fx_jupyter.magics.widgets import _LiveView
+
+    class Incomplete(_LiveView):  # finished, summary and _snapshot, but no _render
+        finished = True
+
+        def summary(self):
+            return ""
+
+        def _snapshot(self):
+            return None
+
+    with pytest.raises(TypeError, match="abstract method _render"):
+        Incomplete(text_mode=True)

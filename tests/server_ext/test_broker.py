@@ -4,27 +4,43 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, closing
+from typing import Any
 
 from fx_endpoint import protocol
 from fx_endpoint.protocol import TaskState
 from fx_endpoint.version import PROTOCOL_VERSION, __version__
 
-from .conftest import b64, register_endpoint, register_function, submit, wait_for
+from .conftest import Api, Registered, b64, register_endpoint, register_function, submit, wait_for
 from .peer import Peer, keypair
 
 
-async def test_task_round_trip(api, jp_ws_fetch):
-    fid = await register_function(api, b"the function")
+async def laptop_with_tasks(
+    api: Api, n: int = 1, code: bytes = b"function bytes"
+) -> tuple[Registered, list[str]]:
+    """The endpoint "laptop", not connected, with ``n`` tasks queued (payloads ``args-i``)."""
+    fid = await register_function(api, code)
     ep = await register_endpoint(api, "laptop")
+    return ep, await submit(api, "laptop", fid, n=n)
+
+
+@asynccontextmanager
+async def connected(ep: Registered, credit: int = 0, **hello: Any) -> AsyncIterator[Peer]:
+    """A peer of ``ep`` that said hello and was welcomed; closed on the way out."""
+    with closing(ep.peer()) as peer:
+        welcome = await peer.hello(ep.endpoint_id, credit=credit, **hello)
+        assert welcome.type == protocol.WELCOME, welcome.body
+        yield peer
+
+
+async def test_task_round_trip(api, jp_ws_fetch):
     ws = await jp_ws_fetch("fx", "api", "v2", "events")
-    ids = await submit(api, "laptop", fid, n=3)
+    ep, ids = await laptop_with_tasks(api, n=3, code=b"the function")
     _, task = await api("GET", f"tasks/{ids[0]}")
     assert task["status"] == TaskState.WAITING_FOR_EP and task["pending"] is True
 
-    peer = ep.peer()
-    try:
-        welcome = await peer.hello(ep.endpoint_id, credit=2)
-        assert welcome.type == protocol.WELCOME
+    async with connected(ep, credit=2) as peer:
         got = await peer.tasks(2)
         assert [h["task_id"] for h, _, _ in got] == ids[:2]
         assert all(fn == b"the function" for _, fn, _ in got)
@@ -44,8 +60,6 @@ async def test_task_round_trip(api, jp_ws_fetch):
         assert ack.body["task_ids"] == [ids[0]]
         third = await peer.tasks(1)
         assert third[0][0]["task_id"] == ids[2]
-    finally:
-        peer.close()
 
     _status, task = await api("GET", f"tasks/{ids[0]}")
     assert task["status"] == "success" and task["result"] == b64(b"result bytes")
@@ -63,16 +77,11 @@ async def test_task_round_trip(api, jp_ws_fetch):
 
 
 async def test_an_unregistered_key_is_refused_and_gets_nothing(api, fx_service):
-    fid = await register_function(api)
-    ep = await register_endpoint(api, "laptop")
-    await submit(api, "laptop", fid, n=2)
+    ep, _ = await laptop_with_tasks(api, n=2)
     public, secret = keypair()  # never registered
-    intruder = Peer(ep.broker_url, ep.server_key, public, secret)
-    try:
+    with closing(Peer(ep.broker_url, ep.server_key, public, secret)) as intruder:
         await intruder.send(protocol.HELLO, {"endpoint_id": ep.endpoint_id, "credit": 10})
         await intruder.nothing(0.5)
-    finally:
-        intruder.close()
     assert fx_service.broker.stats["refused_keys"] >= 1
     assert fx_service.dispatcher.links == {}
     assert fx_service.broker.stats["messages_in"] == 0
@@ -81,16 +90,13 @@ async def test_an_unregistered_key_is_refused_and_gets_nothing(api, fx_service):
 async def test_hello_for_another_endpoint_or_protocol_is_rejected(api, fx_service):
     ep = await register_endpoint(api, "laptop")
     other = await register_endpoint(api, "server")
-    peer = ep.peer()
-    try:
+    with closing(ep.peer()) as peer:
         reject = await peer.hello(other.endpoint_id, credit=1)
         assert reject.type == protocol.REJECT and ep.endpoint_id in reject.body["reason"]
         reject = await peer.hello(ep.endpoint_id, protocol=PROTOCOL_VERSION + 7, fx_version="9.0")
         assert reject.type == protocol.REJECT
         reason = reject.body["reason"]
         assert "9.0" in reason and __version__ in reason and str(PROTOCOL_VERSION + 7) in reason
-    finally:
-        peer.close()
     assert fx_service.broker.stats["rejected"] == 2 and fx_service.dispatcher.links == {}
 
 
@@ -115,13 +121,8 @@ GARBAGE = [
 
 
 async def test_malformed_messages_are_counted_and_dropped(api, fx_service):
-    fid = await register_function(api)
-    ep = await register_endpoint(api, "laptop")
-    (task_id,) = await submit(api, "laptop", fid)
-    peer = ep.peer()
-    try:
-        welcome = await peer.hello(ep.endpoint_id)
-        assert welcome.type == protocol.WELCOME
+    ep, (task_id,) = await laptop_with_tasks(api)
+    async with connected(ep) as peer:
         for frames in GARBAGE:
             await peer.send_raw(frames)
         await peer.send(protocol.HEARTBEAT, {"status": {"workers": 1}, "credit": 1})
@@ -129,8 +130,6 @@ async def test_malformed_messages_are_counted_and_dropped(api, fx_service):
         (task,) = await peer.tasks(1)  # still serving, and the bad credits were not counted
         assert task[0]["task_id"] == task_id
         await peer.nothing()
-    finally:
-        peer.close()
     assert fx_service.broker.stats["malformed_messages"] == len(GARBAGE)
     _status, body = await api("GET", "endpoints/laptop/status")
     assert body["broker"]["malformed_messages"] == len(GARBAGE)
@@ -140,22 +139,15 @@ async def test_malformed_messages_are_counted_and_dropped(api, fx_service):
 
 async def test_messages_before_hello_are_dropped(api, fx_service):
     ep = await register_endpoint(api, "laptop")
-    peer = ep.peer()
-    try:
+    with closing(ep.peer()) as peer:
         await peer.send(protocol.HEARTBEAT, {"credit": 5})
         await peer.nothing()
-    finally:
-        peer.close()
     assert fx_service.broker.stats["no_session_messages"] == 1
 
 
 async def test_a_duplicate_result_is_counted_and_not_recorded(api, fx_service):
-    fid = await register_function(api)
-    ep = await register_endpoint(api, "laptop")
-    (task_id,) = await submit(api, "laptop", fid)
-    peer = ep.peer()
-    try:
-        await peer.hello(ep.endpoint_id, credit=1)
+    ep, (task_id,) = await laptop_with_tasks(api)
+    async with connected(ep, credit=1) as peer:
         await peer.tasks(1)
         first = {"task_id": task_id, "status": "success", "ts": time.time()}
         await peer.send(protocol.RESULTS, {"results": [first]}, [b"first"])
@@ -165,8 +157,6 @@ async def test_a_duplicate_result_is_counted_and_not_recorded(api, fx_service):
         await peer.send(protocol.RESULTS, {"results": [replay, unknown]}, [b"second", b"?"])
         ack = await peer.expect(protocol.RESULTS_ACK)
         assert ack.body["task_ids"] == [task_id, "not-a-task-of-this-endpoint"]
-    finally:
-        peer.close()
     _status, task = await api("GET", f"tasks/{task_id}")
     assert task["status"] == "success" and task["result"] == b64(b"first")
     assert "exception_text" not in task
@@ -175,13 +165,9 @@ async def test_a_duplicate_result_is_counted_and_not_recorded(api, fx_service):
 
 
 async def test_silent_endpoint_goes_offline_and_gets_its_tasks_again(api, fx_service, jp_ws_fetch):
-    fid = await register_function(api)
-    ep = await register_endpoint(api, "laptop")
-    ids = await submit(api, "laptop", fid, n=2)
+    ep, ids = await laptop_with_tasks(api, n=2)
     ws = await jp_ws_fetch("fx", "api", "v2", "events")
-    peer = ep.peer()
-    try:
-        await peer.hello(ep.endpoint_id, credit=2, heartbeat_threshold=0.3, heartbeat_period=0.1)
+    async with connected(ep, credit=2, heartbeat_threshold=0.3, heartbeat_period=0.1) as peer:
         assert {h["task_id"] for h, _, _ in await peer.tasks(2)} == set(ids)
         now = time.time()
         await peer.send(
@@ -192,15 +178,18 @@ async def test_silent_endpoint_goes_offline_and_gets_its_tasks_again(api, fx_ser
         async def offline() -> bool:
             return (await api("GET", "endpoints/laptop"))[1]["status"] == "offline"
 
+        async def requeued() -> bool:
+            tasks = [(await api("GET", f"tasks/{task_id}"))[1] for task_id in ids]
+            return all(t["status"] == TaskState.WAITING_FOR_EP for t in tasks)
+
+        # The status goes offline at once; the requeue is a store write that follows it.
         await wait_for(offline)
+        await wait_for(requeued)
         for task_id in ids:
-            assert (await api("GET", f"tasks/{task_id}"))[1]["status"] == TaskState.WAITING_FOR_EP
             assert (await api("GET", f"tasks/{task_id}"))[1]["details"]["retries"] == 0
         # Reconnecting (a new hello) gets both again.
         await peer.hello(ep.endpoint_id, credit=5)
         assert {h["task_id"] for h, _, _ in await peer.tasks(2)} == set(ids)
-    finally:
-        peer.close()
     statuses = []
     while "offline" not in statuses:
         msg = json.loads(await ws.read_message())
@@ -211,12 +200,8 @@ async def test_silent_endpoint_goes_offline_and_gets_its_tasks_again(api, fx_ser
 
 
 async def test_goodbye_requeues_at_once(api, fx_service):
-    fid = await register_function(api)
-    ep = await register_endpoint(api, "laptop")
-    (task_id,) = await submit(api, "laptop", fid)
-    peer = ep.peer()
-    try:
-        await peer.hello(ep.endpoint_id, credit=1)
+    ep, (task_id,) = await laptop_with_tasks(api)
+    async with connected(ep, credit=1) as peer:
         await peer.tasks(1)
         await peer.send(protocol.TASK_STATUS, {"updates": [[task_id, "running", time.time()]]})
 
@@ -230,18 +215,12 @@ async def test_goodbye_requeues_at_once(api, fx_service):
             return (await api("GET", f"tasks/{task_id}"))[1]["status"] == TaskState.WAITING_FOR_EP
 
         await wait_for(requeued)
-    finally:
-        peer.close()
     assert fx_service.dispatcher.links == {}
 
 
 async def test_cancel_reaches_the_endpoint_holding_the_task(api, fx_service):
-    fid = await register_function(api)
-    ep = await register_endpoint(api, "laptop")
-    (task_id,) = await submit(api, "laptop", fid)
-    peer = ep.peer()
-    try:
-        await peer.hello(ep.endpoint_id, credit=1)
+    ep, (task_id,) = await laptop_with_tasks(api)
+    async with connected(ep, credit=1) as peer:
         await peer.tasks(1)
         _status, task = await api("DELETE", f"tasks/{task_id}")
         assert task["status"] == TaskState.CANCELLED
@@ -252,59 +231,39 @@ async def test_cancel_reaches_the_endpoint_holding_the_task(api, fx_service):
             protocol.RESULTS, {"results": [{"task_id": task_id, "status": "cancelled"}]}, [b""]
         )
         await peer.expect(protocol.RESULTS_ACK)
-    finally:
-        peer.close()
     assert (await api("GET", f"tasks/{task_id}"))[1]["status"] == TaskState.CANCELLED
 
 
 async def test_deleting_a_connected_endpoint_rejects_it(api, fx_service):
     ep = await register_endpoint(api, "laptop")
-    peer = ep.peer()
-    try:
-        await peer.hello(ep.endpoint_id)
+    async with connected(ep) as peer:
         await api("DELETE", "endpoints/laptop")
         reject = await peer.expect(protocol.REJECT)
         assert "deleted" in reject.body["reason"]
         await peer.send(protocol.HEARTBEAT, {})
         await peer.nothing()
-    finally:
-        peer.close()
     assert fx_service.broker.stats["unknown_key_messages"] == 1
 
 
 async def test_heartbeat_updates_the_endpoint_status(api):
     ep = await register_endpoint(api, "laptop")
-    peer = ep.peer()
-    try:
-        await peer.hello(ep.endpoint_id, credit=3)
+    async with connected(ep, credit=3) as peer:
         await peer.send(protocol.HEARTBEAT, {"status": {"workers": 4, "idle_workers": 3}})
         await peer.expect(protocol.HEARTBEAT_ACK)
         _status, body = await api("GET", "endpoints/laptop/status")
         assert body["status"] == "online" and body["details"] == {"workers": 4, "idle_workers": 3}
         assert body["hostname"] and body["fx_version"] == __version__ and body["python"] == "3.11.0"
         assert body["broker"]["credit"] == 3 and body["last_heartbeat"] > 0
-    finally:
-        peer.close()
 
 
 async def test_registering_a_new_key_rejects_the_old_connection(api, fx_service):
-    fid = await register_function(api)
-    old = await register_endpoint(api, "laptop")
-    (task_id,) = await submit(api, "laptop", fid)
-    peer = old.peer()
-    try:
-        await peer.hello(old.endpoint_id, credit=1)
+    old, (task_id,) = await laptop_with_tasks(api)
+    async with connected(old, credit=1) as peer:
         await peer.tasks(1)
         new = await register_endpoint(api, "laptop")
         assert new.endpoint_id == old.endpoint_id
         reject = await peer.expect(protocol.REJECT)
         assert "new key" in reject.body["reason"]
-    finally:
-        peer.close()
-    replacement = new.peer()
-    try:
-        await replacement.hello(new.endpoint_id, credit=1)
+    async with connected(new, credit=1) as replacement:
         (task,) = await replacement.tasks(1)  # what the old connection held is sent again
         assert task[0]["task_id"] == task_id
-    finally:
-        replacement.close()

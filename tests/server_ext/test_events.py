@@ -62,10 +62,16 @@ async def test_large_payloads_are_not_inlined_and_failures_carry_their_text():
     sink = Sink("alice")
     hub.subscribe(sink)
     hub.task_result(change("big", "success"), b"12345", None, None, None)
+    hub.task_result(change("bigerr", "failed"), memoryview(b"123456"), "E: x", None, None)
     hub.task_result(change("bad", "failed"), b"err", "ValueError: no", None, "trace")
+    hub.task_result(change("gone", "cancelled"), None, "cancelled by the user", None, None)
     await settle()
     events = {e["task_id"]: e for e in sink.messages[0]["tasks"]}
+    # Too large to be inline: the size says so, and that GET tasks/{id}/result has the bytes.
     assert "result" not in events["big"] and events["big"]["status"] == "success"
+    assert events["big"]["result_size"] == 5 and "exception_size" not in events["big"]
+    assert events["bigerr"]["exception_size"] == 6 and "exception" not in events["bigerr"]
+    assert not {"result_size", "exception_size"} & (events["bad"].keys() | events["gone"].keys())
     assert (
         events["bad"]["exception"] == "ZXJy" and events["bad"]["exception_text"] == "ValueError: no"
     )
