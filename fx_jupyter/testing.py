@@ -132,9 +132,14 @@ class FxStack:
     # --- HTTP --------------------------------------------------------------------------------
     def request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
         """A raw authenticated request to the fx API: (status, parsed JSON body)."""
+        return self.request_url(method, self.service_url + path, body)
+
+    def request_url(self, method: str, url: str, body: Any = None) -> tuple[int, Any]:
+        """An authenticated JSON request to any URL of this server (fx's or Jupyter's own
+        APIs): (status, parsed JSON body, or the text of an error that is not JSON)."""
         data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
         req = urllib.request.Request(
-            self.service_url + path,
+            url,
             data=data,
             method=method,
             headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},

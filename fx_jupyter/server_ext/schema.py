@@ -64,6 +64,14 @@ endpoints = sa.Table(
     sa.UniqueConstraint("owner", "name", name="uq_endpoints_owner_name"),
 )
 
+
+def _partial_index(name: str, *columns: sa.Column[Any], present: sa.Column[Any]) -> sa.Index:
+    """An index of only the rows where ``present`` is set (on both backends): rows without it
+    cost their insert nothing."""
+    where = present.isnot(None)
+    return sa.Index(name, *columns, sqlite_where=where, postgresql_where=where)
+
+
 tasks = sa.Table(
     "tasks",
     metadata,
@@ -89,20 +97,9 @@ tasks = sa.Table(
 # Every index costs each of the 20,000 inserts of a big batch: only what the hot path needs.
 # Listings walk the unique seq index backwards; memo lookups only see memoized tasks.
 sa.Index("ix_tasks_endpoint_status_seq", tasks.c.endpoint_id, tasks.c.status, tasks.c.seq)
-sa.Index(
-    "ix_tasks_owner_memo",
-    tasks.c.owner,
-    tasks.c.memo_key,
-    sqlite_where=tasks.c.memo_key.isnot(None),
-    postgresql_where=tasks.c.memo_key.isnot(None),
-)
+_partial_index("ix_tasks_owner_memo", tasks.c.owner, tasks.c.memo_key, present=tasks.c.memo_key)
 # Partial: only tasks with an out-of-line payload pay for it (blob garbage collection).
-sa.Index(
-    "ix_tasks_payload_blob",
-    tasks.c.payload_blob,
-    sqlite_where=tasks.c.payload_blob.isnot(None),
-    postgresql_where=tasks.c.payload_blob.isnot(None),
-)
+_partial_index("ix_tasks_payload_blob", tasks.c.payload_blob, present=tasks.c.payload_blob)
 
 results = sa.Table(
     "results",
@@ -117,12 +114,7 @@ results = sa.Table(
     # A large result stored out of line (then ``data`` is NULL): its blobs.blob_id.
     sa.Column("data_blob", sa.String(36)),
 )
-sa.Index(
-    "ix_results_data_blob",
-    results.c.data_blob,
-    sqlite_where=results.c.data_blob.isnot(None),
-    postgresql_where=results.c.data_blob.isnot(None),
-)
+_partial_index("ix_results_data_blob", results.c.data_blob, present=results.c.data_blob)
 
 # Payloads too large for a row: the bytes are a file of the service's blob directory
 # (:mod:`.blobs`), named by ``blob_id``; a row here says whose it is. An uploaded argument has a

@@ -80,8 +80,9 @@ def _check_strings(value: Any, where: str) -> None:
     elif isinstance(value, dict):
         for key, item in value.items():
             path = f"{where}.{key}" if where else key
-            if storable_text_error(key):
-                raise bad_request(f"{path!r}: a field name {storable_text_error(key)}")
+            why = storable_text_error(key)
+            if why:
+                raise bad_request(f"{path!r}: a field name {why}")
             _check_strings(item, path)
     elif isinstance(value, list):
         for i, item in enumerate(value):

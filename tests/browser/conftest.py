@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import json
 import re
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,17 +76,7 @@ class LabStack(FxStack):
 
     def contents(self, method: str, path: str, body: Any) -> tuple[int, Any]:
         """A request to this server's Jupyter Contents API (test set-up): (status, body)."""
-        req = urllib.request.Request(
-            f"{self.base_url}api/contents/{path}",
-            data=json.dumps(body).encode(),
-            method=method,
-            headers={"Authorization": f"token {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                return resp.status, json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as e:
-            return e.code, e.read().decode(errors="replace")
+        return self.request_url(method, f"{self.base_url}api/contents/{path}", body)
 
     def lab_url(self, path: str = "lab") -> str:
         """A URL of this server that logs the browser in (the token becomes a cookie)."""

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -16,6 +17,7 @@ from jupyter_server.auth.identity import IdentityProvider, User
 from tornado.httpclient import HTTPClientError
 from traitlets.config import Config
 
+from fx_endpoint import protocol
 from fx_jupyter.server_ext.app import FxService
 
 from .peer import Peer, keypair
@@ -139,6 +141,14 @@ class Registered:
 
     def peer(self) -> Peer:
         return Peer(self.broker_url, self.server_key, self.public, self.secret)
+
+    @asynccontextmanager
+    async def connected(self, credit: int = 0, **hello: Any) -> AsyncIterator[Peer]:
+        """A peer of this endpoint that said hello and was welcomed; closed on the way out."""
+        with closing(self.peer()) as peer:
+            welcome = await peer.hello(self.endpoint_id, credit=credit, **hello)
+            assert welcome.type == protocol.WELCOME, welcome.body
+            yield peer
 
 
 async def register_endpoint(api: Api, name: str = "ep", user: str = ALICE) -> Registered:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager, closing
-from typing import Any
+from contextlib import closing
 
 from fx_endpoint import protocol
 from fx_endpoint.protocol import TaskState
@@ -25,22 +23,13 @@ async def laptop_with_tasks(
     return ep, await submit(api, "laptop", fid, n=n)
 
 
-@asynccontextmanager
-async def connected(ep: Registered, credit: int = 0, **hello: Any) -> AsyncIterator[Peer]:
-    """A peer of ``ep`` that said hello and was welcomed; closed on the way out."""
-    with closing(ep.peer()) as peer:
-        welcome = await peer.hello(ep.endpoint_id, credit=credit, **hello)
-        assert welcome.type == protocol.WELCOME, welcome.body
-        yield peer
-
-
 async def test_task_round_trip(api, jp_ws_fetch):
     ws = await jp_ws_fetch("fx", "api", "v2", "events")
     ep, ids = await laptop_with_tasks(api, n=3, code=b"the function")
     _, task = await api("GET", f"tasks/{ids[0]}")
     assert task["status"] == TaskState.WAITING_FOR_EP and task["pending"] is True
 
-    async with connected(ep, credit=2) as peer:
+    async with ep.connected(credit=2) as peer:
         got = await peer.tasks(2)
         assert [h["task_id"] for h, _, _ in got] == ids[:2]
         assert all(fn == b"the function" for _, fn, _ in got)
@@ -122,7 +111,7 @@ GARBAGE = [
 
 async def test_malformed_messages_are_counted_and_dropped(api, fx_service):
     ep, (task_id,) = await laptop_with_tasks(api)
-    async with connected(ep) as peer:
+    async with ep.connected() as peer:
         for frames in GARBAGE:
             await peer.send_raw(frames)
         await peer.send(protocol.HEARTBEAT, {"status": {"workers": 1}, "credit": 1})
@@ -147,7 +136,7 @@ async def test_messages_before_hello_are_dropped(api, fx_service):
 
 async def test_a_duplicate_result_is_counted_and_not_recorded(api, fx_service):
     ep, (task_id,) = await laptop_with_tasks(api)
-    async with connected(ep, credit=1) as peer:
+    async with ep.connected(credit=1) as peer:
         await peer.tasks(1)
         first = {"task_id": task_id, "status": "success", "ts": time.time()}
         await peer.send(protocol.RESULTS, {"results": [first]}, [b"first"])
@@ -167,7 +156,7 @@ async def test_a_duplicate_result_is_counted_and_not_recorded(api, fx_service):
 async def test_silent_endpoint_goes_offline_and_gets_its_tasks_again(api, fx_service, jp_ws_fetch):
     ep, ids = await laptop_with_tasks(api, n=2)
     ws = await jp_ws_fetch("fx", "api", "v2", "events")
-    async with connected(ep, credit=2, heartbeat_threshold=0.3, heartbeat_period=0.1) as peer:
+    async with ep.connected(credit=2, heartbeat_threshold=0.3, heartbeat_period=0.1) as peer:
         assert {h["task_id"] for h, _, _ in await peer.tasks(2)} == set(ids)
         now = time.time()
         await peer.send(
@@ -201,7 +190,7 @@ async def test_silent_endpoint_goes_offline_and_gets_its_tasks_again(api, fx_ser
 
 async def test_goodbye_requeues_at_once(api, fx_service):
     ep, (task_id,) = await laptop_with_tasks(api)
-    async with connected(ep, credit=1) as peer:
+    async with ep.connected(credit=1) as peer:
         await peer.tasks(1)
         await peer.send(protocol.TASK_STATUS, {"updates": [[task_id, "running", time.time()]]})
 
@@ -220,7 +209,7 @@ async def test_goodbye_requeues_at_once(api, fx_service):
 
 async def test_cancel_reaches_the_endpoint_holding_the_task(api, fx_service):
     ep, (task_id,) = await laptop_with_tasks(api)
-    async with connected(ep, credit=1) as peer:
+    async with ep.connected(credit=1) as peer:
         await peer.tasks(1)
         _status, task = await api("DELETE", f"tasks/{task_id}")
         assert task["status"] == TaskState.CANCELLED
@@ -236,7 +225,7 @@ async def test_cancel_reaches_the_endpoint_holding_the_task(api, fx_service):
 
 async def test_deleting_a_connected_endpoint_rejects_it(api, fx_service):
     ep = await register_endpoint(api, "laptop")
-    async with connected(ep) as peer:
+    async with ep.connected() as peer:
         await api("DELETE", "endpoints/laptop")
         reject = await peer.expect(protocol.REJECT)
         assert "deleted" in reject.body["reason"]
@@ -247,7 +236,7 @@ async def test_deleting_a_connected_endpoint_rejects_it(api, fx_service):
 
 async def test_heartbeat_updates_the_endpoint_status(api):
     ep = await register_endpoint(api, "laptop")
-    async with connected(ep, credit=3) as peer:
+    async with ep.connected(credit=3) as peer:
         await peer.send(protocol.HEARTBEAT, {"status": {"workers": 4, "idle_workers": 3}})
         await peer.expect(protocol.HEARTBEAT_ACK)
         _status, body = await api("GET", "endpoints/laptop/status")
@@ -258,12 +247,12 @@ async def test_heartbeat_updates_the_endpoint_status(api):
 
 async def test_registering_a_new_key_rejects_the_old_connection(api, fx_service):
     old, (task_id,) = await laptop_with_tasks(api)
-    async with connected(old, credit=1) as peer:
+    async with old.connected(credit=1) as peer:
         await peer.tasks(1)
         new = await register_endpoint(api, "laptop")
         assert new.endpoint_id == old.endpoint_id
         reject = await peer.expect(protocol.REJECT)
         assert "new key" in reject.body["reason"]
-    async with connected(new, credit=1) as replacement:
+    async with new.connected(credit=1) as replacement:
         (task,) = await replacement.tasks(1)  # what the old connection held is sent again
         assert task[0]["task_id"] == task_id

@@ -14,9 +14,7 @@ async def test_a_batch_for_a_connected_endpoint_goes_out_in_one_message(api):
     f1 = await register_function(api, b"one")
     f2 = await register_function(api, b"two")
     ep = await register_endpoint(api, "laptop")
-    peer = ep.peer()
-    try:
-        await peer.hello(ep.endpoint_id, credit=100)
+    async with ep.connected(credit=100) as peer:
         tasks = [
             {"endpoint_id": "laptop", "function_id": (f1, f2)[i % 2], "payload": b64(b"%d" % i)}
             for i in range(50)
@@ -31,17 +29,13 @@ async def test_a_batch_for_a_connected_endpoint_goes_out_in_one_message(api):
             b"%d" % i for i in range(50)
         ]
         await peer.nothing()
-    finally:
-        peer.close()
 
 
 async def test_backlog_first_then_new_tasks_in_submission_order(api, fx_service):
     fid = await register_function(api)
     ep = await register_endpoint(api, "laptop")
     old = await submit(api, "laptop", fid, n=5)
-    peer = ep.peer()
-    try:
-        await peer.hello(ep.endpoint_id, credit=0)
+    async with ep.connected(credit=0) as peer:
         new = await submit(api, "laptop", fid, n=5)
         await peer.nothing()
         await peer.send(protocol.HEARTBEAT, {"credit": 3})
@@ -52,17 +46,13 @@ async def test_backlog_first_then_new_tasks_in_submission_order(api, fx_service)
         await peer.nothing()
         link = fx_service.dispatcher.links[ep.endpoint_id]
         assert link.credit == 13 and len(link.inflight) == 10
-    finally:
-        peer.close()
 
 
 async def test_a_full_hot_queue_spills_to_the_store_without_losing_or_repeating(api, monkeypatch):
     monkeypatch.setattr(dispatch, "HOT_LIMIT_TASKS", 3)
     fid = await register_function(api)
     ep = await register_endpoint(api, "laptop")
-    peer = ep.peer()
-    try:
-        await peer.hello(ep.endpoint_id, credit=2)
+    async with ep.connected(credit=2) as peer:
         ids = await submit(api, "laptop", fid, n=4)  # 2 go out, then the queue spills
         got = await peer.tasks(2)
         ids += await submit(api, "laptop", fid, n=6)
@@ -71,8 +61,6 @@ async def test_a_full_hot_queue_spills_to_the_store_without_losing_or_repeating(
         ids += await submit(api, "laptop", fid, n=2)
         got += await peer.tasks(2)
         await peer.nothing()
-    finally:
-        peer.close()
     assert [h["task_id"] for h, _, _ in got] == ids
 
 
@@ -84,17 +72,13 @@ async def test_messages_hold_at_most_the_batch_size_and_byte_bound(api, monkeypa
     ids = await submit(api, "laptop", fid, n=6)
     tasks = [{"endpoint_id": "laptop", "function_id": fid, "payload": b64(b"x" * 80)}] * 2
     ids += (await api("POST", "submit", {"tasks": tasks}))[1]["task_ids"]
-    peer = ep.peer()
-    try:
-        await peer.hello(ep.endpoint_id, credit=10)
+    async with ep.connected(credit=10) as peer:
         messages = []
         got = []
         while len(got) < 8:
             msg = await peer.expect(protocol.TASKS)
             messages.append(msg)
             got += [h["task_id"] for h in msg.body["tasks"]]
-    finally:
-        peer.close()
     assert got == ids
     assert all(len(m.body["tasks"]) <= 4 for m in messages)
     assert all(sum(len(f) for f in m.frames) <= 100 for m in messages)

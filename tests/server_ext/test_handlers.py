@@ -291,16 +291,12 @@ async def test_memoized_task_reuses_an_earlier_result(api, fx_service):
     first = (await api("POST", "submit", {"tasks": [task]}))[1]["task_ids"][0]
     # No earlier result yet: the first one is queued like any task.
     assert (await api("GET", f"tasks/{first}"))[1]["status"] == TaskState.WAITING_FOR_EP
-    peer = ep.peer()
-    try:
-        await peer.hello(ep.endpoint_id, credit=1)
+    async with ep.connected(credit=1) as peer:
         await peer.tasks(1)
         await peer.send(
             protocol.RESULTS, {"results": [{"task_id": first, "status": "success"}]}, [b"42"]
         )
         await peer.expect(protocol.RESULTS_ACK)
-    finally:
-        peer.close()
     second = (await api("POST", "submit", {"tasks": [task]}))[1]["task_ids"][0]
     _status, body = await api("GET", f"tasks/{second}")
     assert body["status"] == TaskState.SUCCESS and body["result"] == b64(b"42")

@@ -31,9 +31,7 @@ async def run_at_endpoint(
     ep: Registered, task_ids: list[str], status: str = "success", data: bytes = b"42"
 ) -> None:
     """Connect as the endpoint, receive exactly ``task_ids``, and report them ``status``."""
-    peer = ep.peer()
-    try:
-        await peer.hello(ep.endpoint_id, credit=len(task_ids) + 1)
+    async with ep.connected(credit=len(task_ids) + 1) as peer:
         received = await peer.tasks(len(task_ids))
         assert sorted(h["task_id"] for h, _, _ in received) == sorted(task_ids)
         await peer.nothing(0.2)  # and nothing else: memo hits are never dispatched
@@ -44,8 +42,6 @@ async def run_at_endpoint(
             [data] * len(task_ids),
         )
         await peer.expect(protocol.RESULTS_ACK)
-    finally:
-        peer.close()
 
 
 async def state(api: Api, task_id: str, user: str = ALICE) -> dict[str, Any]:

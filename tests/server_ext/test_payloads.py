@@ -73,9 +73,7 @@ async def test_an_uploaded_argument_and_a_large_result_travel_out_of_line(
     assert status == 201 and uploaded["size"] == LARGE, uploaded
     fid = await register_function(api)
     ep = await register_endpoint(api, "laptop")
-    peer = ep.peer()
-    try:
-        await peer.hello(ep.endpoint_id, credit=10)
+    async with ep.connected(credit=10) as peer:
         task = {"endpoint_id": "laptop", "function_id": fid, "payload_ref": uploaded["payload_ref"]}
         status, body = await api("POST", "submit", {"tasks": [task]})
         assert status == 200, body
@@ -85,8 +83,6 @@ async def test_an_uploaded_argument_and_a_large_result_travel_out_of_line(
         results = {"results": [{"task_id": task_id, "status": "success"}]}
         await peer.send(protocol.RESULTS, results, [value])
         assert (await peer.expect(protocol.RESULTS_ACK)).body["task_ids"] == [task_id]
-    finally:
-        peer.close()
     status, record = await api("GET", f"tasks/{task_id}")
     assert record["status"] == "success" and record["result_size"] == len(value)
     assert "result" not in record  # never base64'd into JSON
@@ -101,9 +97,7 @@ async def test_an_uploaded_argument_and_a_large_result_travel_out_of_line(
 async def test_small_results_stay_inline_and_are_served_raw_too(api, jp_fetch, fx_service):
     fid = await register_function(api)
     ep = await register_endpoint(api, "laptop")
-    peer = ep.peer()
-    try:
-        await peer.hello(ep.endpoint_id, credit=10)
+    async with ep.connected(credit=10) as peer:
         task = {"endpoint_id": "laptop", "function_id": fid, "payload": b64(b"args")}
         _status, body = await api("POST", "submit", {"tasks": [task, task]})
         first, second = body["task_ids"]
@@ -112,8 +106,6 @@ async def test_small_results_stay_inline_and_are_served_raw_too(api, jp_fetch, f
             protocol.RESULTS, {"results": [{"task_id": first, "status": "success"}]}, [b"42"]
         )
         await peer.expect(protocol.RESULTS_ACK)
-    finally:
-        peer.close()
     _status, record = await api("GET", f"tasks/{first}")
     assert record["result"] == b64(b"42") and "result_size" not in record
     assert await fetch_result(jp_fetch, first) == (200, b"42")
@@ -195,9 +187,7 @@ async def test_purging_results_removes_their_blob_files_and_stale_uploads(api, f
     ep = await register_endpoint(api, "laptop")
     _s, used = await upload(api, os.urandom(LARGE))
     await upload(api, os.urandom(LARGE))  # never submitted
-    peer = ep.peer()
-    try:
-        await peer.hello(ep.endpoint_id, credit=10)
+    async with ep.connected(credit=10) as peer:
         task = {"endpoint_id": "laptop", "function_id": fid, "payload_ref": used["payload_ref"]}
         _status, body = await api("POST", "submit", {"tasks": [task]})
         [task_id] = body["task_ids"]
@@ -205,8 +195,6 @@ async def test_purging_results_removes_their_blob_files_and_stale_uploads(api, f
         results = {"results": [{"task_id": task_id, "status": "failed"}]}
         await peer.send(protocol.RESULTS, results, [os.urandom(LARGE)])
         await peer.expect(protocol.RESULTS_ACK)
-    finally:
-        peer.close()
     _status, record = await api("GET", f"tasks/{task_id}")
     assert record["status"] == "failed" and record["exception_size"] == LARGE
     assert len(blob_files(fx_service)) == 3

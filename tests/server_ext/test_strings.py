@@ -4,8 +4,6 @@ store: a 400 naming the field on both backends, never a 500, and nothing stored.
 
 from __future__ import annotations
 
-from contextlib import closing
-
 import pytest
 
 from fx_endpoint import protocol
@@ -59,8 +57,7 @@ async def test_endpoint_reports_with_unstorable_text(api, fx_service):
     fid = await register_function(api)
     ep = await register_endpoint(api, "laptop")
     (task_id,) = await submit(api, "laptop", fid, n=1)
-    with closing(ep.peer()) as peer:
-        assert (await peer.hello(ep.endpoint_id, credit=1)).type == protocol.WELCOME
+    async with ep.connected(credit=1) as peer:
         await peer.tasks(1)
         bad_id = {"task_id": "nul\u0000id", "status": "success"}
         await peer.send(protocol.RESULTS, {"results": [bad_id]}, [b"x"])
