@@ -66,6 +66,9 @@ if TYPE_CHECKING:
 #: Most task ids in one ``POST batch_status``; more are asked in several requests.
 MAX_IDS_PER_STATUS_REQUEST = 50_000
 
+#: Submit bodies up to this size go on the event stream's socket when it is open (the
+#: service's WebSocket messages are limited to 10 MiB; larger batches are HTTP requests).
+MAX_SOCKET_SUBMIT_BYTES = 4 * 1024 * 1024
 _JSON = {"Content-Type": "application/json"}
 _BINARY = {"Content-Type": "application/octet-stream"}
 
@@ -363,7 +366,9 @@ class Client(BaseClient):
         Usually one request, after one ``POST payloads`` per :class:`.batch.LargeTask`. While
         it is in flight the event stream (if started) keeps the events of tasks nobody waits
         for yet, so a caller that registers futures for the ids it gets back cannot miss a
-        task that finished before its future existed.
+        task that finished before its future existed; the tasks are then followed until
+        claimed, so ``Executor.get_futures`` of a ``batch_run`` need not ask the service about
+        them (see :mod:`.events`).
         """
         limits = self._limits()
         fragments: Sequence[str]
@@ -381,14 +386,25 @@ class Client(BaseClient):
         ):
             # The caller registers its futures before the generator resumes, so that stays
             # inside the window too.
-            with self._expecting():
-                answer = self.post("submit", data=body, encoding="text", headers=_JSON).data
+            with self._expecting() as follow:
+                answer = self._submit_body(body)
                 task_ids = answer.get("task_ids") if isinstance(answer, dict) else None
                 if not isinstance(task_ids, list) or len(task_ids) != count:
                     raise FxError(
                         f"the service answered submit with {answer!r}, not {count} task ids"
                     )
+                follow(task_ids)
                 yield task_ids
+
+    def _submit_body(self, body: bytes) -> Any:
+        """One submit: on the event stream's socket when it is open (no HTTP request: see
+        :meth:`EventStream.submit`), else — or when it did not go that way — over HTTP."""
+        events = self._events
+        if events is not None and len(body) <= MAX_SOCKET_SUBMIT_BYTES:
+            answer = events.submit(body, self.transport.http_timeout)
+            if answer is not None:
+                return answer
+        return self.post("submit", data=body, encoding="text", headers=_JSON).data
 
     def upload_payload(self, payload: bytes) -> str:
         """Upload serialized task arguments as raw bytes (``POST payloads``); returns the
@@ -425,7 +441,7 @@ class Client(BaseClient):
 
     def _expecting(self) -> AbstractContextManager[Any]:
         events = self._events
-        return events.expecting() if events is not None else nullcontext()
+        return events.expecting() if events is not None else nullcontext(_follow_nothing)
 
     # --- tasks ---------------------------------------------------------------------------------
     def get_task_record(self, task_id: str) -> dict[str, Any]:
@@ -561,3 +577,7 @@ def _value_of(task: dict[str, Any]) -> Any:
     if "result" not in task:
         raise FxError(f"task {task['task_id']} ended {task['status']} but carries no result")
     return task["result"]
+
+
+def _follow_nothing(task_ids: Iterable[str]) -> None:
+    """What a submit does with its task ids when no event stream could follow them."""

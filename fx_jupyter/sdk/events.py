@@ -9,13 +9,23 @@ connect and ping timeouts, backoff sleeps that a ``close()`` interrupts at once,
 shutdown, all in one small loop owned by the stream's thread. (``websocket-client`` would be a
 blocking ``recv`` that a shutdown can only break by closing the socket under it.)
 
+The socket also carries submits (:meth:`EventStream.submit`, see
+``fx_jupyter.server_ext.socket_submit``): a submit answered there skips an HTTP request, and
+its answer arrives ahead of its tasks' events. Anything that cannot go this way (not connected,
+refused, connection lost) is sent over HTTP by the caller, which then also raises the errors.
+
 Events are not replayed by the service, so two gaps are closed here:
 
 * after every (re)connect, ``batch_status`` is asked for the tasks someone still waits on
   (:meth:`watch`), and the answers are dispatched like events;
 * while a submit is in flight (:meth:`expecting`), terminal events of tasks nobody watches yet are
   kept, so a future registered right after its submit returns finds its task's end
-  (:meth:`take_recent`) even when the task finished first.
+  (:meth:`claim`) even when the task finished first;
+* the tasks a submit returned are then *followed* until someone claims them (``batch_run`` now,
+  ``get_futures`` later): their terminal events are kept, and while the connection they were
+  submitted on lasts, a claim knows their end has not arrived yet instead of asking the service.
+  Bounded (:data:`FOLLOW_MAX_TASKS`, :data:`FOLLOW_MAX_BYTES`; oldest go first) and forgotten on
+  a disconnect: a task no longer followed is simply asked about, as before.
 """
 
 from __future__ import annotations
@@ -29,12 +39,13 @@ import time
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
 from contextlib import contextmanager
 from itertools import count
 from typing import TYPE_CHECKING, Any
 
 from tornado.httpclient import HTTPRequest
-from tornado.websocket import WebSocketClientConnection, websocket_connect
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
 from fx_endpoint.protocol import TaskState
 from fx_endpoint.version import PROTOCOL_VERSION, __version__
@@ -60,6 +71,10 @@ PING_INTERVAL = 20.0
 CONNECT_TIMEOUT = 10.0
 #: Events may carry many inline results at once.
 MAX_MESSAGE_SIZE = 1 << 30
+#: Submitted tasks followed until claimed, at most (the oldest are forgotten first).
+FOLLOW_MAX_TASKS = 200_000
+#: Bytes of inline results and exceptions kept for followed tasks, at most.
+FOLLOW_MAX_BYTES = 64 * 1024 * 1024
 _CONNECT_OPTIONS: dict[str, Any] = {
     "ping_interval": PING_INTERVAL,
     "max_message_size": MAX_MESSAGE_SIZE,
@@ -78,10 +93,15 @@ def websocket_url(service_url: str) -> str:
 def event_from_task(record: dict[str, Any]) -> dict[str, Any]:
     """A task event (base64 payloads) built from a ``batch_status`` Task record."""
     details = record.get("details") or {}
+    status = record.get("status")
+    # When the task entered its state: a listener that missed the event (a widget) must not
+    # take the time of the question for it.
+    transitions = details.get("task_transitions")
+    entered = transitions.get(status) if isinstance(transitions, dict) else None
     event: dict[str, Any] = {
         "task_id": record.get("task_id"),
-        "status": record.get("status"),
-        "ts": record.get("completion_t"),
+        "status": status,
+        "ts": record.get("completion_t") or entered,
         "endpoint_id": details.get("endpoint_id"),
     }
     for key in ("result", "exception", "result_size", "exception_size", "exception_text"):
@@ -114,6 +134,14 @@ class EventStream:
         self._watched: set[str] = set()
         self._recent: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
         self._pins: dict[int, float] = {}
+        # Followed tasks: their terminal event once it came (None until then), oldest first.
+        self._followed: OrderedDict[str, dict[str, Any] | None] = OrderedDict()
+        self._followed_bytes = 0
+        # Submits sent on the socket, by request id, until their answer (or the connection) ends.
+        self._submits: dict[int, Future[dict[str, Any] | None]] = {}
+        self._submit_ids = count(1)
+        #: Submits the service answered on the socket (diagnostics: the rest went over HTTP).
+        self.submits_answered = 0
         self._generation = 0
         self._connected = threading.Event()
         self._closed = False
@@ -206,23 +234,71 @@ class EventStream:
             self._watched.difference_update(task_ids)
 
     @contextmanager
-    def expecting(self) -> Iterator[None]:
-        """Keep terminal events of unwatched tasks while the block runs (a submit in flight)."""
+    def expecting(self) -> Iterator[Callable[[Iterable[str]], None]]:
+        """Keep terminal events of unwatched tasks while the block runs (a submit in flight).
+
+        Yields ``follow(task_ids)``: call it with the ids the submit returned, inside the block,
+        to follow those tasks until they are claimed (see the module docstring). It does
+        nothing if the connection changed since the block began: events may have been missed.
+        """
         token = object()
         with self._lock:
             self._pins[id(token)] = time.monotonic()
+            generation = self.generation
+
+        def follow(task_ids: Iterable[str]) -> None:
+            self._follow(task_ids, generation)
+
         try:
-            yield
+            yield follow
         finally:
             with self._lock:
                 del self._pins[id(token)]
                 self._evict()
 
-    def take_recent(self, task_id: str) -> dict[str, Any] | None:
-        """The terminal event of ``task_id`` if it arrived while unwatched (and forget it)."""
+    def claim(self, task_id: str) -> tuple[bool, dict[str, Any] | None]:
+        """``(followed, event)`` for a task someone starts waiting on (and forget it here).
+
+        ``event`` is its terminal event if that already arrived; ``followed`` says whether
+        every event of the task since its submit reached this stream, so that no event means
+        it has not ended yet. When not followed, only the service can tell.
+        """
         with self._lock:
             entry = self._recent.pop(task_id, None)
-        return entry[1] if entry is not None else None
+            if task_id in self._followed:
+                event = self._followed.pop(task_id)
+                if event is not None:
+                    self._followed_bytes -= _inline_bytes(event)
+                return True, event if entry is None else entry[1]
+        return entry is not None, entry[1] if entry is not None else None
+
+    def _follow(self, task_ids: Iterable[str], generation: int | None) -> None:
+        with self._lock:
+            if generation is None or generation != self.generation:
+                return
+            followed, recent = self._followed, self._recent
+            for task_id in task_ids:
+                entry = recent.pop(task_id, None)
+                event = entry[1] if entry is not None else None
+                followed[task_id] = event
+                if event is not None:
+                    self._followed_bytes += _inline_bytes(event)
+            self._trim_followed()
+
+    def _trim_followed(self) -> None:
+        """Forget the oldest followed tasks beyond the bounds (lock held)."""
+        followed = self._followed
+        while len(followed) > FOLLOW_MAX_TASKS or self._followed_bytes > FOLLOW_MAX_BYTES:
+            _, event = followed.popitem(last=False)
+            if event is not None:
+                self._followed_bytes -= _inline_bytes(event)
+
+    def _forget_unended(self) -> None:
+        """After a disconnect: events of followed tasks may be lost; keep only the ends."""
+        with self._lock:
+            self._followed = OrderedDict(
+                (task_id, event) for task_id, event in self._followed.items() if event is not None
+            )
 
     def _evict(self) -> None:
         """Drop kept events older than every submit still in flight (lock held)."""
@@ -236,6 +312,57 @@ class EventStream:
                 break
             del self._recent[task_id]
 
+    # --- submits -------------------------------------------------------------------------------
+    def submit(self, body: bytes, timeout: float | None) -> dict[str, Any] | None:
+        """Send a ``POST submit`` body on the socket; the service's answer (``task_ids``...),
+        or None when it did not go this way: not connected, refused, the connection lost, no
+        answer within ``timeout``. The caller then sends it over HTTP (where a refusal is
+        raised as usual); a submit lost with its connection may thus be stored twice, as an
+        HTTP request retried after a reset can (delivery is at least once)."""
+        with self._lock:
+            loop, conn = self._loop, self._conn
+            if loop is None or conn is None or not self._connected.is_set():
+                return None
+            request_id = next(self._submit_ids)
+            answer: Future[dict[str, Any] | None] = Future()
+            self._submits[request_id] = answer
+        message = b'{"type":"submit","id":%d,"body":%b}' % (request_id, body)
+        try:
+            loop.call_soon_threadsafe(self._send_submit, conn, request_id, message)
+            return answer.result(timeout)
+        except (RuntimeError, TimeoutError):  # the loop is gone, or no answer in time
+            return None
+        finally:
+            with self._lock:
+                self._submits.pop(request_id, None)
+
+    def _send_submit(
+        self, conn: WebSocketClientConnection, request_id: int, message: bytes
+    ) -> None:
+        """On the loop: write a submit, unless its connection ended meanwhile."""
+        if conn is not self._conn:
+            self._answer_submit(request_id, None)
+            return
+        try:
+            conn.write_message(message, binary=True)
+        except WebSocketClosedError:
+            self._answer_submit(request_id, None)
+
+    def _answer_submit(self, request_id: Any, answer: dict[str, Any] | None) -> None:
+        with self._lock:
+            waiting = self._submits.pop(request_id, None) if type(request_id) is int else None
+        if waiting is not None and not waiting.done():
+            if answer is not None:
+                self.submits_answered += 1
+            waiting.set_result(answer)
+
+    def _end_submits(self) -> None:
+        """The connection ended: submits still unanswered go over HTTP."""
+        with self._lock:
+            ids = list(self._submits)
+        for request_id in ids:
+            self._answer_submit(request_id, None)
+
     # --- dispatch ------------------------------------------------------------------------------
     def dispatch_tasks(self, events: list[dict[str, Any]]) -> None:
         """Decode and deliver task events (from the socket or from a resync)."""
@@ -245,14 +372,20 @@ class EventStream:
         now = time.monotonic()
         with self._lock:
             keep = bool(self._pins)
-            watched = self._watched
+            watched, followed = self._watched, self._followed
             for event in events:
                 if event.get("status") in TaskState.TERMINAL:
                     task_id = event.get("task_id")
                     if task_id in watched:
                         watched.discard(task_id)
+                    elif task_id in followed:
+                        if followed[task_id] is None:
+                            followed[task_id] = event
+                            self._followed_bytes += _inline_bytes(event)
                     elif keep and isinstance(task_id, str):
                         self._recent[task_id] = (now, event)
+            if self._followed_bytes > FOLLOW_MAX_BYTES:
+                self._trim_followed()
             listeners = [(b, cb) for kind, b, cb in self._listeners.values() if kind == "tasks"]
         self._deliver(listeners, events)
 
@@ -341,6 +474,10 @@ class EventStream:
             await self._read(conn)
 
     async def _read(self, conn: WebSocketClientConnection) -> None:
+        # A submit is one small frame that waits for its answer: Nagle's algorithm would hold
+        # it back for the previous frame's (delayed) ACK.
+        if conn.protocol is not None:
+            conn.protocol.set_nodelay(True)
         self._conn = conn
         self._generation += 1
         self._connected.set()
@@ -356,8 +493,10 @@ class EventStream:
                 self._handle(message)
         finally:
             self._connected.clear()
+            self._forget_unended()
             self._conn = None
             conn.close()
+            self._end_submits()
         if conn.close_code is not None and conn.close_code != 1000:
             log.debug("fx event stream closed: %s %s", conn.close_code, conn.close_reason)
 
@@ -374,6 +513,11 @@ class EventStream:
             self.dispatch_tasks([e for e in data["tasks"] if isinstance(e, dict)])
         elif kind == "endpoints" and isinstance(data.get("endpoints"), list):
             self.dispatch_endpoints([e for e in data["endpoints"] if isinstance(e, dict)])
+        elif kind == "submitted":
+            self._answer_submit(data.get("id"), data)
+        elif kind == "submit_error":
+            log.debug("fx event stream: a submit was refused on the socket: %s", data)
+            self._answer_submit(data.get("id"), None)
 
     async def _sleep(self, seconds: float) -> None:
         assert self._stop is not None
@@ -393,3 +537,9 @@ class EventStream:
             connect_timeout=CONNECT_TIMEOUT,
             request_timeout=CONNECT_TIMEOUT,
         )
+
+
+def _inline_bytes(event: dict[str, Any]) -> int:
+    """Bytes an event's inline result or exception holds (what following it costs)."""
+    payload = event.get("result", event.get("exception"))
+    return len(payload) if isinstance(payload, (bytes, str)) else 0

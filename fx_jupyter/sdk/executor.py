@@ -10,7 +10,8 @@ Three paths, each batched (DESIGN.md invariant 3):
   in the events), never by polling. Results too large to travel inline are fetched by a small
   thread pool, as raw bytes (``GET tasks/{id}/result``: the event names their size).
 * **re-attaching**: :meth:`Executor.get_futures` rebuilds futures for task ids (after a kernel
-  restart): one ``batch_status`` for the finished ones, events for the rest.
+  restart, or for a ``batch_run``): one ``batch_status`` for the finished ones, events for the
+  rest. Tasks this client submitted and its event stream followed since need no question.
 
 The submitter is a daemon thread (a stuck request must not hold a kernel up forever), so an
 ``atexit`` hook lets every Executor send what is queued before the interpreter exits: a script
@@ -20,6 +21,7 @@ that submits and exits, with or without ``shutdown(wait=False)``, loses nothing.
 from __future__ import annotations
 
 import atexit
+import itertools
 import logging
 import threading
 import time
@@ -43,6 +45,11 @@ from .tasks import decode_payload_fields, out_of_line_field, outcome_of
 
 log = logging.getLogger(__name__)
 
+#: Tasks per submit request at most, and per step of encoding a ``map``: a large map goes out
+#: as a pipeline of requests, so the endpoint runs the first tasks while the service stores the
+#: next ones and the caller still encodes more (one request of everything kept each stage idle
+#: until the one before it had finished).
+PIPELINE_TASKS = 2000
 #: Threads that fetch results too large for an event and send remote cancels.
 BACKGROUND_THREADS = 2
 #: Seconds ``FxFuture.task_id`` waits for the service to accept a task when the client has no
@@ -196,25 +203,30 @@ class Executor(_BaseExecutor):
     ) -> list[FxFuture]:
         endpoint_id, walltime = self.endpoint_id, self.walltime
         memoize = True if self._memoize else None  # absent from the JSON unless asked for
-        items = [
-            (
-                FxFuture(self, endpoint_id),
-                encode_task(endpoint_id, function_id, encode_args(args, kwargs), walltime, memoize),
-            )
-            for args, kwargs in calls
-        ]
-        futures = [future for future, _ in items]
-        self._track(futures)
-        with self._queue_ready:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
-            self._queue.extend(items)
-            self._queue_ready.notify()
-            if self._submitter is None:
-                self._submitter = threading.Thread(
-                    target=self._submit_loop, name="fx-submit", daemon=True
+        futures: list[FxFuture] = []
+        for chunk in _chunks(calls, PIPELINE_TASKS):
+            items = [
+                (
+                    FxFuture(self, endpoint_id),
+                    encode_task(
+                        endpoint_id, function_id, encode_args(args, kwargs), walltime, memoize
+                    ),
                 )
-                self._submitter.start()
+                for args, kwargs in chunk
+            ]
+            chunk_futures = [future for future, _ in items]
+            self._track(chunk_futures)
+            futures.extend(chunk_futures)
+            with self._queue_ready:
+                if self._shutdown:
+                    raise RuntimeError("cannot schedule new futures after shutdown")
+                self._queue.extend(items)
+                self._queue_ready.notify()
+                if self._submitter is None:
+                    self._submitter = threading.Thread(
+                        target=self._submit_loop, name="fx-submit", daemon=True
+                    )
+                    self._submitter.start()
         return futures
 
     def _track(self, futures: list[FxFuture]) -> None:
@@ -236,8 +248,8 @@ class Executor(_BaseExecutor):
                     self._queue_ready.wait()
                 if not self._queue:
                     break
-                items = list(self._queue)
-                self._queue.clear()
+                queue = self._queue
+                items = [queue.popleft() for _ in range(min(len(queue), PIPELINE_TASKS))]
                 self._sending = True
                 dropped = [f for f, _ in items if f.cancel_requested]
                 for future in dropped:
@@ -314,11 +326,16 @@ class Executor(_BaseExecutor):
                 [f.known_task_id for f in futures[:sent] if f.known_task_id and not f.done()]
             )
 
-    def _register(self, pairs: Iterable[tuple[str, FxFuture]]) -> None:
-        """Attach task ids to futures; complete at once those whose end already arrived."""
+    def _register(self, pairs: Iterable[tuple[str, FxFuture]]) -> set[str]:
+        """Attach task ids to futures; complete at once those whose end already arrived.
+
+        Returns the ids of the tasks the event stream followed since their submit (see
+        :meth:`EventStream.claim`): for those, no event yet means not ended yet.
+        """
         arrived: list[tuple[FxFuture, dict[str, Any]]] = []
         cancel: list[FxFuture] = []
         watch: list[str] = []
+        followed: set[str] = set()
         with self._lock:
             for task_id, future in pairs:
                 future.task_id = task_id
@@ -327,7 +344,9 @@ class Executor(_BaseExecutor):
                 if future.cancel_requested:
                     cancel.append(future)
                     continue
-                event = self._stream.take_recent(task_id)
+                seen, event = self._stream.claim(task_id)
+                if seen:
+                    followed.add(task_id)
                 if event is not None:
                     arrived.append((future, event))
                 else:
@@ -339,6 +358,7 @@ class Executor(_BaseExecutor):
             self._complete(future, event)
         if cancel:  # cancelled while their submit was in flight
             self._background.submit(self._cancel_many, cancel)
+        return followed
 
     # --- completing --------------------------------------------------------------------------
     def _on_events(self, events: list[dict[str, Any]]) -> None:
@@ -496,10 +516,12 @@ class Executor(_BaseExecutor):
         for future in new.values():
             future.status = "unknown"
         self._track(list(new.values()))
-        self._register(new.items())
+        followed = self._register(new.items())
         by_id.update(new)
         with self._lock:
-            waiting = [t for t in new if self._pending.get(t) is new[t]]
+            # A task this client submitted and followed since is not asked about: its end
+            # comes as an event (a batch_run's tasks, re-attached in the same kernel).
+            waiting = [t for t in new if t not in followed and self._pending.get(t) is new[t]]
         try:
             self._resync(waiting, quiet=False)
         except Exception as e:  # noqa: BLE001 - the futures carry it: nothing else will come
@@ -547,6 +569,13 @@ class Executor(_BaseExecutor):
         self._background.stop()
         if self._owns_client:
             self.client.close()
+
+
+def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    """``items`` in lists of ``size`` (the last one shorter)."""
+    iterator = iter(items)
+    while chunk := list(itertools.islice(iterator, size)):
+        yield chunk
 
 
 def _task_id_list(task_ids: Iterable[Any]) -> list[str]:

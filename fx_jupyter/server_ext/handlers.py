@@ -25,6 +25,7 @@ from tornado.http1connection import HTTP1Connection
 from fx_endpoint.protocol import TaskState
 from fx_endpoint.version import PROTOCOL_VERSION, __version__
 
+from . import socket_submit
 from . import validation as v
 from .blobs import BlobWriter
 from .models import deleted_endpoint
@@ -544,14 +545,25 @@ class EventsHandler(
         await self.service.ready()
         self.owner = self.service.owner_of(user)
         self._backlog = 0
+        self._answering: set[asyncio.Future[None]] = set()
         await super().get(*args, **kwargs)
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)
+        # Events and submit answers are small frames someone waits on: no Nagle delay.
+        self.set_nodelay(True)
         self.service.events.subscribe(self)
 
     def on_message(self, message: str | bytes) -> None:
-        """The stream is one-way; client messages are ignored."""
+        """A client message: a submit (see :mod:`.socket_submit`), answered on this socket."""
+        task = asyncio.ensure_future(self._answer(message))
+        self._answering.add(task)  # referenced until done, or the loop may collect it
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer(self, message: str | bytes) -> None:
+        answer = await socket_submit.answer_message(self, message)
+        if self.ws_connection is not None:
+            self.push(answer)
 
     def on_close(self) -> None:
         self.service.events.unsubscribe(self)

@@ -55,8 +55,7 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise bad_request(f"the request body is not JSON: {e}") from None
     if not isinstance(body, dict):
         raise bad_request(f"the request body must be a JSON object, not {type(body).__name__}")
-    if _SUSPECT.search(raw):
-        _check_strings(body, "")
+    check_strings(raw, body)
     return body
 
 
@@ -69,6 +68,13 @@ def storable_text_error(value: str) -> str | None:
     except UnicodeEncodeError:
         return "contains an unpaired UTF-16 surrogate, which is not Unicode text"
     return None
+
+
+def check_strings(raw: bytes, body: Any) -> None:
+    """A 400 naming the field if a string of ``body`` (parsed from ``raw``) is one that no text
+    column can hold (a NUL, a lone surrogate); the scan of ``raw`` makes the common case free."""
+    if _SUSPECT.search(raw):
+        _check_strings(body, "")
 
 
 def _check_strings(value: Any, where: str) -> None:

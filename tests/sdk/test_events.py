@@ -10,7 +10,7 @@ from typing import Any
 import zmq
 
 from fx_jupyter import Executor
-from fx_jupyter.sdk.events import websocket_url
+from fx_jupyter.sdk.events import event_from_task, websocket_url
 
 from .conftest import Peer, wait_for
 
@@ -22,6 +22,17 @@ def idle(x):  # type: ignore[no-untyped-def]
 def test_websocket_url() -> None:
     assert websocket_url("http://h:1/a/fx/api/v2/") == "ws://h:1/a/fx/api/v2/events"
     assert websocket_url("https://h/fx/api/v2/") == "wss://h/fx/api/v2/events"
+
+
+def test_a_resynced_state_is_dated_when_it_was_entered() -> None:
+    """A widget that learns "running" from a resync must not date it at the question (its
+    running time would shrink to the time left)."""
+    details = {"endpoint_id": "e", "task_transitions": {"waiting-for-ep": 1.0, "running": 2.5}}
+    running = {"task_id": "t", "status": "running", "completion_t": None, "details": details}
+    assert event_from_task(running)["ts"] == 2.5
+    done = {**running, "status": "success", "completion_t": 3.0}
+    assert event_from_task(done)["ts"] == 3.0
+    assert event_from_task({"task_id": "t", "status": "running"})["ts"] is None
 
 
 def test_stream_reconnects_and_futures_survive_a_restart(fx_private_stack: Any) -> None:
