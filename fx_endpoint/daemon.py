@@ -127,6 +127,8 @@ class EndpointDaemon:
         self._wake_w.setblocking(False)
 
         self._welcomed = False
+        #: The service takes results in parts (it said so in its welcome).
+        self._service_takes_parts = False
         self._ready = False
         self._stopping = False
         self._exit_code = 0
@@ -421,6 +423,7 @@ class EndpointDaemon:
         if isinstance(period, (int, float)) and 0 < period < self.config.heartbeat_period:
             self._heartbeat_period = float(period)
         self._welcomed = True
+        self._service_takes_parts = body.get(protocol.PARTS_KEY) is True
         log.info("connected to the service (fx %s)", body.get("fx_version"))
         self._resend_state()
 
@@ -526,6 +529,24 @@ class EndpointDaemon:
         if self._broker is not None:
             protocol.send_frames(self._broker, protocol.encode(msg_type, body, frames or []))
 
+    def _send_results(
+        self, results: list[tuple[dict[str, Any], Any]], body: dict[str, Any]
+    ) -> None:
+        """One ``results`` message; a large payload goes in parts (see :func:`protocol.parts`)
+        to a service that takes them."""
+        headers = []
+        frames: list[Any] = []
+        split = self._service_takes_parts
+        for header, payload in results:
+            if split and len(payload) > protocol.PART_BYTES:
+                pieces = protocol.parts(payload)
+                header = {**header, protocol.PARTS_KEY: len(pieces)}
+                frames += pieces
+            else:
+                frames.append(payload)
+            headers.append(header)
+        self._send(protocol.RESULTS, {"results": headers, **body}, frames)
+
     def _send_hello(self) -> None:
         credit = max(0, self.config.capacity - len(self._held))
         self._grant = 0
@@ -545,6 +566,7 @@ class EndpointDaemon:
                 "heartbeat_period": self.config.heartbeat_period,
                 "heartbeat_threshold": self.config.heartbeat_threshold,
                 protocol.CREDIT_KEY: credit,
+                protocol.PARTS_KEY: True,
             },
         )
 
@@ -564,9 +586,7 @@ class EndpointDaemon:
         for start in range(0, len(stored), RESEND_BATCH):
             batch = list(self._journal.results(stored[start : start + RESEND_BATCH]))
             if batch:
-                self._send(
-                    protocol.RESULTS, {"results": [h for h, _ in batch]}, [p for _, p in batch]
-                )
+                self._send_results(batch, {})
 
     def _store_results(self, age: float) -> None:
         """Write to the journal the results unacknowledged for ``age`` seconds, and the oldest
@@ -618,11 +638,7 @@ class EndpointDaemon:
                 self._send(protocol.TASK_STATUS, {"updates": updates})
         if self._results:
             results, self._results = self._results, []
-            self._send(
-                protocol.RESULTS,
-                {"results": [h for h, _ in results], protocol.CREDIT_KEY: self._grant},
-                [p for _, p in results],
-            )
+            self._send_results(results, {protocol.CREDIT_KEY: self._grant})
             self._grant = 0
         elif self._grant:
             self._send(protocol.TASK_STATUS, {"updates": [], protocol.CREDIT_KEY: self._grant})
@@ -689,10 +705,26 @@ def _parse_task(header: Any, frames: list[Any]) -> Task:
         task_id,
         function_id,
         frames[indexes[0]],
-        frames[indexes[1]],
+        _arguments(header, frames, indexes[1]),
         float(walltime) if walltime else None,
         retries,
     )
+
+
+def _arguments(header: dict[str, Any], frames: list[Any], index: int) -> Any:
+    """A task's arguments: their frame, or the join of the parts they came in (engines and
+    workers take one buffer; one copy here costs less than CurveZMQ's copies of one large
+    frame, see :data:`protocol.PART_BYTES`)."""
+    count = header.get(protocol.PARTS_KEY, 1)
+    if type(count) is not int or count < 1:
+        raise protocol.ProtocolError(f"parts must be an integer >= 1, got {count!r}")
+    if count == 1:
+        return frames[index]
+    if index + count > len(frames):
+        raise protocol.ProtocolError(
+            f"args frames {index}-{index + count - 1} do not exist (the message has {len(frames)})"
+        )
+    return b"".join([frame.buffer for frame in frames[index : index + count]])
 
 
 # --- the process --------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import mmap
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -40,6 +40,12 @@ T = TypeVar("T")
 OUT_OF_LINE_BYTES = 1024 * 1024
 #: Uploaded data is handed to the disk thread in pieces of about this size.
 _WRITE_BATCH = 4 * 1024 * 1024
+#: Most bytes one ``write`` call takes. Measured on the 2-core VM the service was tuned on,
+#: writing a new 10 MB file took 21-31 ms in writes of 2 MiB or more and 2.5 ms in writes of
+#: 1 MiB or less; 1 MiB calls cost nothing measurable where large ones are not slower.
+WRITE_PIECE = 1024 * 1024
+#: Most buffers one ``writev`` call takes (IOV_MAX on Linux).
+_MAX_IOV = 1024
 _TEMP_PREFIX = ".tmp-"
 
 
@@ -95,10 +101,11 @@ class BlobFiles:
         return len(doomed)
 
     def write(self, data: Any) -> str:
-        """Store a buffer (a received ZeroMQ frame); returns its new blob id."""
+        """Store a buffer (a received ZeroMQ frame), or a list of them (the parts of one
+        payload, in order); returns its new blob id."""
         writer = BlobWriter(self)
         try:
-            writer.write_now([data])
+            writer.write_now(data if type(data) is list else [data])
             return writer.commit()
         except BaseException:
             writer.abort()
@@ -129,7 +136,9 @@ class BlobWriter:
 
     Uploads arrive in 64 KiB pieces on the event loop; :meth:`add` collects them and hands about
     4 MiB at a time to the blob thread (one ``writev``, no joining copy), so the loop never
-    waits for the disk and a slow disk slows the upload (back-pressure), not the server.
+    waits for the disk and a slow disk slows the upload (back-pressure), not the server. The
+    next 4 MiB are read while the last are written (one write at a time, in order): waiting for
+    each write before reading on made a 10 MB upload take the sum of both.
     """
 
     def __init__(self, files: BlobFiles) -> None:
@@ -148,13 +157,21 @@ class BlobWriter:
         self._pending_bytes += len(chunk)
         self.size += len(chunk)
         if self._pending_bytes >= _WRITE_BATCH:
-            await self.flush()
+            await self._write_pending()
 
-    async def flush(self) -> None:
-        """Write what :meth:`add` collected."""
+    async def _write_pending(self) -> None:
+        """Hand what :meth:`add` collected to the blob thread once the write before it is done;
+        returns without waiting for this one."""
+        if self._busy is not None:
+            await self._busy
         pending, self._pending, self._pending_bytes = self._pending, [], 0
         if pending:
             self._busy = asyncio.ensure_future(self.files.run(self.write_now, pending))
+
+    async def flush(self) -> None:
+        """Write what :meth:`add` collected, and wait for every write."""
+        await self._write_pending()
+        if self._busy is not None:
             await self._busy
 
     async def discard(self) -> None:
@@ -167,14 +184,14 @@ class BlobWriter:
         """Append ``buffers`` to the file (blocking)."""
         if self._fd is None:
             self._fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        views = [memoryview(b).cast("B") for b in buffers]
-        while views:
-            written = os.writev(self._fd, views[:1024])
-            while views and written >= views[0].nbytes:
-                written -= views[0].nbytes
-                views.pop(0)
-            if views and written:
-                views[0] = views[0][written:]
+        for views in _write_groups(buffers):
+            while views:
+                written = os.writev(self._fd, views)
+                while views and written >= views[0].nbytes:
+                    written -= views[0].nbytes
+                    views.pop(0)
+                if views and written:
+                    views[0] = views[0][written:]
 
     def commit(self) -> str:
         """Give the complete payload its id (blocking), as durably as the store commits (see
@@ -203,6 +220,24 @@ class BlobWriter:
             self._fd = None
         self._pending = []
         _unlink(self._temp)
+
+
+def _write_groups(buffers: list[Any]) -> Iterator[list[memoryview]]:
+    """``buffers`` as lists of views to ``writev`` in order, each of at most
+    :data:`WRITE_PIECE` bytes in all (a larger buffer is cut) and :data:`_MAX_IOV` views."""
+    group: list[memoryview] = []
+    size = 0
+    for buffer in buffers:
+        view = memoryview(buffer).cast("B")
+        for start in range(0, view.nbytes, WRITE_PIECE):
+            piece = view[start : start + WRITE_PIECE]
+            if group and (size + piece.nbytes > WRITE_PIECE or len(group) == _MAX_IOV):
+                yield group
+                group, size = [], 0
+            group.append(piece)
+            size += piece.nbytes
+    if group:
+        yield group
 
 
 def _unlink(path: str) -> None:

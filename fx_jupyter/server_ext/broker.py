@@ -36,6 +36,7 @@ from fx_endpoint.protocol import (
     HEARTBEAT,
     HEARTBEAT_ACK,
     HELLO,
+    PARTS_KEY,
     REJECT,
     RESULTS,
     TASK_STATUS,
@@ -51,6 +52,7 @@ from fx_endpoint.protocol import (
     send_frames,
 )
 
+from .blobs import OUT_OF_LINE_BYTES
 from .dispatch import Dispatcher
 from .endpoints import EndpointRegistry
 from .records import EndpointRecord, ResultIn
@@ -334,6 +336,8 @@ class Broker:
             "pid": require(body, "pid", int),
             "engine": require(body, "engine", dict),
         }
+        if body.get(PARTS_KEY) is True:
+            hello[PARTS_KEY] = True
         for key in ("heartbeat_period", "heartbeat_threshold"):
             if key in body:
                 value = body[key]
@@ -401,12 +405,15 @@ def _is_task_id(value: Any) -> bool:
 
 def _results(body: dict[str, Any], frames: list[Any]) -> list[ResultIn]:
     headers = require(body, "results", list)
-    if len(headers) != len(frames):
-        raise ProtocolError(f"{len(headers)} results but {len(frames)} payload frames")
     out = []
-    for i, (header, frame) in enumerate(zip(headers, frames)):
+    end = 0
+    for i, header in enumerate(headers):
         if not isinstance(header, dict):
             raise ProtocolError(f"results[{i}] is not an object")
+        start, end = end, end + _part_count(header, i)
+        if end > len(frames):
+            raise ProtocolError(f"{len(headers)} results but {len(frames)} payload frames")
+        data = _payload(frames[start:end])
         task_id = header.get("task_id")
         status = header.get("status")
         if not _is_task_id(task_id) or status not in TaskState.TERMINAL:
@@ -433,14 +440,34 @@ def _results(body: dict[str, Any], frames: list[Any]) -> list[ResultIn]:
         for state, when in transitions.items():
             if state not in TaskState.AT_ENDPOINT or not _is_number(when):
                 raise ProtocolError(f"results[{i}].transitions has {state!r}: {when!r}")
-        data = frame.buffer if hasattr(frame, "buffer") else frame
         when = float(ts) if ts is not None else time.time()
         out.append(
             ResultIn(
                 task_id, status, data, exception_text, stdout, stderr, when, retries, transitions
             )
         )
+    if end != len(frames):
+        raise ProtocolError(f"{len(headers)} results but {len(frames)} payload frames")
     return out
+
+
+def _part_count(header: dict[str, Any], i: int) -> int:
+    """How many frames result ``i``'s payload travels in (``parts``, default one)."""
+    count = header.get(PARTS_KEY, 1)
+    if type(count) is not int or count < 1:
+        raise ProtocolError(f"results[{i}].parts is not a positive integer")
+    return count
+
+
+def _payload(frames: list[Any]) -> Any:
+    """A result's payload from its frames, without copying a large one: the buffer of its one
+    frame, or the buffers of its parts (joined when small enough to be stored inline)."""
+    buffers = [frame.buffer if hasattr(frame, "buffer") else frame for frame in frames]
+    if len(buffers) == 1:
+        return buffers[0]
+    if sum(len(b) for b in buffers) <= OUT_OF_LINE_BYTES:
+        return b"".join(buffers)
+    return buffers
 
 
 def _default_public_host(ip: str) -> str:

@@ -30,7 +30,16 @@ from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from fx_endpoint.protocol import CANCEL, REJECT, RESULTS_ACK, TASKS, WELCOME
+from fx_endpoint.protocol import (
+    CANCEL,
+    PART_BYTES,
+    PARTS_KEY,
+    REJECT,
+    RESULTS_ACK,
+    TASKS,
+    WELCOME,
+    parts,
+)
 from fx_endpoint.version import PROTOCOL_VERSION, __version__
 
 from .events import EventHub
@@ -77,6 +86,8 @@ class Link:
         self.record = record
         self.identity = identity
         self.hello = hello
+        #: The endpoint takes task arguments in parts (it said so in its hello).
+        self.takes_parts = hello.get(PARTS_KEY) is True
         self.credit = credit
         self.heartbeat_period = heartbeat_period
         self.heartbeat_threshold = heartbeat_threshold
@@ -189,6 +200,7 @@ class Dispatcher:
                 "protocol": PROTOCOL_VERSION,
                 "heartbeat_period": period,
                 "heartbeat_threshold": threshold,
+                PARTS_KEY: True,
             },
         )
         record.last_heartbeat = link.connected_at
@@ -484,18 +496,22 @@ class Dispatcher:
                 fn_frame[task.function_id] = len(frames)
                 frames.append(function)
                 size += len(function)
-            frames.append(task.payload)
+            header = {
+                "task_id": task.task_id,
+                "function_id": task.function_id,
+                "function": fn_frame[task.function_id],
+                "args": len(frames),
+                "walltime": task.walltime,
+                "retries": task.retries,
+            }
+            if link.takes_parts and len(task.payload) > PART_BYTES:
+                pieces = parts(task.payload)
+                header[PARTS_KEY] = len(pieces)
+                frames += pieces
+            else:
+                frames.append(task.payload)
             size += len(task.payload)
-            headers.append(
-                {
-                    "task_id": task.task_id,
-                    "function_id": task.function_id,
-                    "function": fn_frame[task.function_id],
-                    "args": len(frames) - 1,
-                    "walltime": task.walltime,
-                    "retries": task.retries,
-                }
-            )
+            headers.append(header)
             link.inflight.add(task.task_id)
             sent += 1
         if headers:

@@ -60,7 +60,8 @@ class NewTask:
 
 @dataclass
 class ResultIn:
-    """A result reported by an endpoint; ``data`` may be a zero-copy buffer of a ZeroMQ frame."""
+    """A result reported by an endpoint; ``data`` may be a zero-copy buffer of a ZeroMQ frame,
+    or for a large result sent in parts, the list of its frames' buffers (written out whole)."""
 
     task_id: str
     status: str

@@ -380,9 +380,9 @@ class TaskStore:
     # -- tasks: writes ------------------------------------------------------------------------
 
     def insert_tasks(
-        self, owner: str, new: list[NewTask]
+        self, owner: str, new: list[NewTask], submitted: float | None = None
     ) -> asyncio.Future[tuple[list[int], dict[str, tuple[Change, dict[str, Any]]]]]:
-        """Store a submission in one operation.
+        """Store a submission in one operation, ``waiting-for-ep`` since ``submitted`` (now).
 
         Returns each task's ``seq`` (request order) and, for memoized tasks whose result already
         exists, the ``success`` change they were stored with and the copied result row (they
@@ -390,7 +390,7 @@ class TaskStore:
         """
 
         def op(conn: sa.Connection) -> tuple[list[int], dict[str, tuple[Change, dict[str, Any]]]]:
-            now = unix_now()
+            now = unix_now() if submitted is None else submitted
             memo_keys = {t.task_id: memo_key_of(t) for t in new if t.memoize}
             hits = memo_results(conn, owner, set(memo_keys.values())) if memo_keys else {}
             first = self._next_seq
@@ -449,11 +449,12 @@ class TaskStore:
         for a finished task (or a second one in the same batch) is a duplicate; one for a task
         that is not assigned to this endpoint is unknown. Neither changes anything.
 
-        Results over :data:`.blobs.OUT_OF_LINE_BYTES` are written to blob files first (in the
-        blob threads, so the writer keeps committing others' work meanwhile); the operation then
-        refers to them, and the files of duplicates are unlinked after its commit.
+        Results over :data:`.blobs.OUT_OF_LINE_BYTES` (those that came in parts hold a list of
+        buffers) are written to blob files first (in the blob threads, so the writer keeps
+        committing others' work meanwhile); the operation then refers to them, and the files of
+        duplicates are unlinked after its commit.
         """
-        large = [r for r in batch if r.data is not None and len(r.data) > OUT_OF_LINE_BYTES]
+        large = [r for r in batch if type(r.data) is list or _is_large(r.data)]
         if large:
             return asyncio.ensure_future(self._record_large(endpoint_id, updates, batch, large))
         return self.write(self._record_op(endpoint_id, updates, batch, {}, set()))
@@ -468,7 +469,10 @@ class TaskStore:
         written: dict[int, tuple[str, int]] = {}
         try:
             for r in large:
-                written[id(r)] = (await self.blobs.run(self.blobs.write, r.data), len(r.data))
+                blob_id = await self.blobs.run(self.blobs.write, r.data)
+                if type(r.data) is list:  # parts: from now on, the file they made
+                    r.data = await self.blobs.run(self.blobs.open, blob_id)
+                written[id(r)] = (blob_id, len(r.data))
         except BaseException:
             await self._unlink([blob_id for blob_id, _ in written.values()])
             raise
@@ -760,6 +764,11 @@ class TaskStore:
                 ).scalar()
             )
         return None
+
+
+def _is_large(data: Any) -> bool:
+    """Whether a result payload (a buffer, or None) is stored out of line."""
+    return data is not None and len(data) > OUT_OF_LINE_BYTES
 
 
 def _default_blob_dir(url: str) -> str:

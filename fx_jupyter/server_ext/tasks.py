@@ -77,9 +77,12 @@ class TaskManager:
             )
             for item in items
         ]
-        seqs, memoized = await self.store.insert_tasks(owner, new)
+        # Dated before the commit: the tasks are dispatched right after it, and a task may
+        # start before this coroutine runs again (its waiting-for-ep must not come later).
+        submitted = time.time()
+        seqs, memoized = await self.store.insert_tasks(owner, new, submitted)
         self._dispatch(new, seqs, memoized)
-        self._publish(owner, new, memoized)
+        self._publish(owner, new, memoized, submitted)
         return [t.task_id for t in new]
 
     def _dispatch(self, new: list[NewTask], seqs: list[int], memoized: dict[str, Any]) -> None:
@@ -93,14 +96,18 @@ class TaskManager:
             self.dispatcher.tasks_added(endpoint_id, out)
 
     def _publish(
-        self, owner: str, new: list[NewTask], memoized: dict[str, tuple[Change, dict[str, Any]]]
+        self,
+        owner: str,
+        new: list[NewTask],
+        memoized: dict[str, tuple[Change, dict[str, Any]]],
+        submitted: float,
     ) -> None:
         if not self.events.wants(owner):
             return
         self.events.tasks_submitted(
             owner,
             ((t.task_id, t.endpoint_id) for t in new if t.task_id not in memoized),
-            time.time(),
+            submitted,
         )
         for change, result in memoized.values():
             self.events.task_result(

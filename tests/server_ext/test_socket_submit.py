@@ -40,12 +40,15 @@ async def test_a_submit_is_stored_and_answered_ahead_of_its_events(api, jp_ws_fe
     answer = json.loads(await ws.read_message())
     assert answer["type"] == "submitted" and answer["id"] == 7
     assert answer["task_group_id"] == "g1" and len(answer["task_ids"]) == 2
+    submitted = {}
     for task_id in answer["task_ids"]:
         status, record = await api("GET", f"tasks/{task_id}")
         assert status == 200 and record["status"] == TaskState.WAITING_FOR_EP
+        submitted[task_id] = record["details"]["task_transitions"][TaskState.WAITING_FOR_EP]
     events = json.loads(await ws.read_message())
     assert events["type"] == "tasks"
-    assert {e["task_id"] for e in events["tasks"]} == set(answer["task_ids"])
+    # Each event is dated as the store dates the state (what widgets order states by).
+    assert {e["task_id"]: e["ts"] for e in events["tasks"]} == submitted
     ws.close()
 
 
