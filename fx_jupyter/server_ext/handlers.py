@@ -290,7 +290,10 @@ class SubmitHandler(FxHandler):
 
     @authorized
     async def post(self) -> None:
-        items, group = v.submission(self.json_body(), self.service.max_tasks_per_request)
+        body = self.request.body
+        items, group = await v.off_loop(
+            len(body), v.parse_submission, body, self.service.max_tasks_per_request
+        )
         if any(item.payload_ref for item in items):
             await self._open_uploads(items)
         task_ids = await self.service.tasks.submit(self.owner, items)

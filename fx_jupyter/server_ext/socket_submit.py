@@ -39,7 +39,7 @@ async def answer_message(handler: EventsHandler, message: str | bytes) -> str:
     """The answer to one client message on the events socket (always JSON, never raises)."""
     raw = message.encode() if isinstance(message, str) else message
     try:
-        doc = json.loads(raw)
+        doc = await v.off_loop(len(raw), json.loads, raw)
     except ValueError as e:  # UnicodeDecodeError included
         return _error(None, v.bad_request(f"the message is not JSON: {e}"))
     if not isinstance(doc, dict):
@@ -48,10 +48,10 @@ async def answer_message(handler: EventsHandler, message: str | bytes) -> str:
     if type(request_id) is not int:
         return _error(None, v.bad_request(f"id: expected an integer, got {request_id!r}"))
     try:
-        v.check_strings(raw, doc)
+        await v.off_loop(len(raw), v.check_strings, raw, doc)
         if doc.get("type") != "submit":
             raise v.bad_request(f"type: the events socket takes 'submit', not {doc.get('type')!r}")
-        answer = await _submit(handler, doc.get("body"))
+        answer = await _submit(handler, doc.get("body"), len(raw))
     except v.ApiError as e:
         return _error(request_id, e)
     except Exception as e:  # the store failed: the client retries over HTTP
@@ -60,7 +60,7 @@ async def answer_message(handler: EventsHandler, message: str | bytes) -> str:
     return json.dumps({"type": "submitted", "id": request_id, **answer}, separators=(",", ":"))
 
 
-async def _submit(handler: EventsHandler, body: Any) -> dict[str, Any]:
+async def _submit(handler: EventsHandler, body: Any, size: int) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise v.bad_request(
             f"body: expected a submit body (a JSON object), got {type(body).__name__}"
@@ -73,7 +73,7 @@ async def _submit(handler: EventsHandler, body: Any) -> dict[str, Any]:
             403, "forbidden", f"not authorized to {AUTH_ACTION} on resource {resource}"
         )
     service = handler.service
-    items, group = v.submission(body, service.max_tasks_per_request)
+    items, group = await v.off_loop(size, v.submission, body, service.max_tasks_per_request)
     if any(item.payload_ref for item in items):
         raise v.bad_request("tasks[].payload_ref: submit uploads with POST submit")
     task_ids = await service.tasks.submit(handler.owner, items)

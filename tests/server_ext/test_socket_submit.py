@@ -12,6 +12,7 @@ from jupyter_server.auth.authorizer import Authorizer
 from traitlets.config import Config
 
 from fx_endpoint.protocol import TaskState
+from fx_jupyter.server_ext.validation import OFF_LOOP_BYTES
 
 from .conftest import ALICE, BOB, b64, register_endpoint, register_function
 
@@ -69,7 +70,16 @@ async def test_malformed_messages_get_an_error_and_change_nothing(api, jp_ws_fet
         (submit_message(6, {"tasks": [task("lap\x00top", fid)]}), 6, 400, "NUL"),
         (
             submit_message(
-                8, {"tasks": [{"endpoint_id": "laptop", "function_id": fid, "payload_ref": str(uuid.uuid4())}]}
+                8,
+                {
+                    "tasks": [
+                        {
+                            "endpoint_id": "laptop",
+                            "function_id": fid,
+                            "payload_ref": str(uuid.uuid4()),
+                        }
+                    ]
+                },
             ),
             8,
             400,
@@ -133,3 +143,30 @@ async def test_a_submit_needs_the_write_permission(read_only_bob, api, jp_ws_fet
     status, _ = await api("POST", "submit", {"tasks": [task("laptop", fid)]}, user=BOB)
     assert status == 403  # the same rule as over HTTP
     bob.close()
+
+
+async def test_large_submits_are_checked_off_the_loop_alike(api, jp_ws_fetch):
+    """Bodies over OFF_LOOP_BYTES are parsed and checked on a worker thread, over HTTP and on
+    the socket: same answers, same errors naming the task."""
+    fid = await register_function(api)
+    await register_endpoint(api, "laptop")
+    tasks = [task("laptop", fid, b"x" * 120) for _ in range(2500)]
+    assert len(json.dumps({"tasks": tasks})) > OFF_LOOP_BYTES
+    bad = [*tasks[:-1], {**tasks[-1], "walltime": "soon"}]
+
+    status, body = await api("POST", "submit", {"tasks": tasks})
+    assert status == 200 and len(body["task_ids"]) == 2500
+    status, body = await api("POST", "submit", {"tasks": bad})
+    assert status == 400 and "tasks[2499].walltime" in body["message"]
+
+    ws = await events_socket(jp_ws_fetch)
+    await ws.write_message(submit_message(1, {"tasks": bad}))
+    answer = json.loads(await ws.read_message())
+    assert answer["type"] == "submit_error" and "tasks[2499].walltime" in answer["message"]
+    await ws.write_message(submit_message(2, {"tasks": tasks}))
+    while (answer := json.loads(await ws.read_message()))["type"] == "tasks":
+        pass  # events of the first batch
+    assert answer["type"] == "submitted" and len(answer["task_ids"]) == 2500
+    status, stats = await api("GET", "stats")
+    assert status == 200 and stats["store"]["tasks"] == {TaskState.WAITING_FOR_EP: 5000}
+    ws.close()
