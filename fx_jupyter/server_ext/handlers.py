@@ -558,14 +558,15 @@ class EventsHandler(
         self.service.events.subscribe(self)
 
     def on_message(self, message: str | bytes) -> None:
-        """A client message: a submit (see :mod:`.socket_submit`), answered on this socket."""
+        """A client message: a submit (see :mod:`.socket_submit`) is answered on this socket;
+        anything else is ignored."""
         task = asyncio.ensure_future(self._answer(message))
         self._answering.add(task)  # referenced until done, or the loop may collect it
         task.add_done_callback(self._answering.discard)
 
     async def _answer(self, message: str | bytes) -> None:
         answer = await socket_submit.answer_message(self, message)
-        if self.ws_connection is not None:
+        if answer is not None and self.ws_connection is not None:
             self.push(answer)
 
     def on_close(self) -> None:

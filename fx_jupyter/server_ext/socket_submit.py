@@ -35,22 +35,23 @@ if TYPE_CHECKING:
 AUTH_ACTION = "write"
 
 
-async def answer_message(handler: EventsHandler, message: str | bytes) -> str:
-    """The answer to one client message on the events socket (always JSON, never raises)."""
+async def answer_message(handler: EventsHandler, message: str | bytes) -> str | None:
+    """The answer to one client message on the events socket (JSON; never raises), or None
+    for a message that is not a submit at all (not a JSON object of ``"type": "submit"``): the
+    stream is otherwise one-way, and what else a client sends is ignored, as it always was."""
     raw = message.encode() if isinstance(message, str) else message
     try:
         doc = await v.off_loop(len(raw), json.loads, raw)
-    except ValueError as e:  # UnicodeDecodeError included
-        return _error(None, v.bad_request(f"the message is not JSON: {e}"))
-    if not isinstance(doc, dict):
-        return _error(None, v.bad_request("the message must be a JSON object"))
+    except ValueError:  # UnicodeDecodeError included
+        doc = None
+    if not isinstance(doc, dict) or doc.get("type") != "submit":
+        handler.log.debug("fx events: ignored a client message that is not a submit")
+        return None
     request_id = doc.get("id")
     if type(request_id) is not int:
         return _error(None, v.bad_request(f"id: expected an integer, got {request_id!r}"))
     try:
         await v.off_loop(len(raw), v.check_strings, raw, doc)
-        if doc.get("type") != "submit":
-            raise v.bad_request(f"type: the events socket takes 'submit', not {doc.get('type')!r}")
         answer = await _submit(handler, doc.get("body"), len(raw))
     except v.ApiError as e:
         return _error(request_id, e)

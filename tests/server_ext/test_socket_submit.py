@@ -14,7 +14,7 @@ from traitlets.config import Config
 from fx_endpoint.protocol import TaskState
 from fx_jupyter.server_ext.validation import OFF_LOOP_BYTES
 
-from .conftest import ALICE, BOB, b64, register_endpoint, register_function
+from .conftest import ALICE, BOB, b64, register_endpoint, register_function, submit
 
 
 def submit_message(request_id: Any, body: Any) -> str:
@@ -53,16 +53,14 @@ async def test_a_submit_is_stored_and_answered_ahead_of_its_events(api, jp_ws_fe
     ws.close()
 
 
-async def test_malformed_messages_get_an_error_and_change_nothing(api, jp_ws_fetch):
+async def test_malformed_submits_get_an_error_and_change_nothing(api, jp_ws_fetch):
     fid = await register_function(api)
     await register_endpoint(api, "laptop")
     ws = await events_socket(jp_ws_fetch)
-    cases: list[tuple[str | bytes, Any, int, str]] = [
-        ("not json {", None, 400, "not JSON"),
-        (b"\x00\xff", None, 400, "not JSON"),
-        ("[1, 2]", None, 400, "must be a JSON object"),
+    ref = str(uuid.uuid4())
+    cases: list[tuple[str, Any, int, str]] = [
         (json.dumps({"type": "submit", "body": {}}), None, 400, "id: expected an integer"),
-        (json.dumps({"type": "subscribe", "id": 1}), 1, 400, "takes 'submit'"),
+        (json.dumps({"type": "submit", "id": "7"}), None, 400, "id: expected an integer"),
         (submit_message(2, "tasks"), 2, 400, "body: expected a submit body"),
         (submit_message(3, {"tasks": []}), 3, 400, "non-empty list"),
         (submit_message(4, {"tasks": [task("nowhere", fid)]}), 4, 400, "no endpoint 'nowhere'"),
@@ -70,16 +68,7 @@ async def test_malformed_messages_get_an_error_and_change_nothing(api, jp_ws_fet
         (submit_message(6, {"tasks": [task("lap\x00top", fid)]}), 6, 400, "NUL"),
         (
             submit_message(
-                8,
-                {
-                    "tasks": [
-                        {
-                            "endpoint_id": "laptop",
-                            "function_id": fid,
-                            "payload_ref": str(uuid.uuid4()),
-                        }
-                    ]
-                },
+                8, {"tasks": [{"endpoint_id": "laptop", "function_id": fid, "payload_ref": ref}]}
             ),
             8,
             400,
@@ -88,7 +77,7 @@ async def test_malformed_messages_get_an_error_and_change_nothing(api, jp_ws_fet
         (submit_message(9, {"tasks": [task("laptop", fid)], "extra": 1}), 9, 400, "extra"),
     ]
     for message, request_id, status, words in cases:
-        await ws.write_message(message, binary=isinstance(message, bytes))
+        await ws.write_message(message)
         answer = json.loads(await ws.read_message())
         assert answer["type"] == "submit_error", (message, answer)
         assert answer["id"] == request_id and answer["status"] == status, (message, answer)
@@ -99,6 +88,19 @@ async def test_malformed_messages_get_an_error_and_change_nothing(api, jp_ws_fet
     await ws.write_message(submit_message(10, {"tasks": [task("laptop", fid)]}))
     answer = json.loads(await ws.read_message())  # the socket still works
     assert answer["type"] == "submitted" and answer["id"] == 10
+    ws.close()
+
+
+async def test_other_client_messages_are_ignored(api, jp_ws_fetch):
+    fid = await register_function(api)
+    await register_endpoint(api, "laptop")
+    ws = await events_socket(jp_ws_fetch)
+    for message in ("not json {", "[1, 2]", json.dumps({"type": "subscribe", "id": 1})):
+        await ws.write_message(message)
+    await ws.write_message(b"\x00\xff", binary=True)
+    (task_id,) = await submit(api, "laptop", fid)
+    msg = json.loads(await ws.read_message())  # nothing answered them: the next is an event
+    assert msg["type"] == "tasks" and msg["tasks"][0]["task_id"] == task_id
     ws.close()
 
 
