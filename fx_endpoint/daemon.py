@@ -534,17 +534,9 @@ class EndpointDaemon:
     ) -> None:
         """One ``results`` message; a large payload goes in parts (see :func:`protocol.parts`)
         to a service that takes them."""
-        headers = []
         frames: list[Any] = []
         split = self._service_takes_parts
-        for header, payload in results:
-            if split and len(payload) > protocol.PART_BYTES:
-                pieces = protocol.parts(payload)
-                header = {**header, protocol.PARTS_KEY: len(pieces)}
-                frames += pieces
-            else:
-                frames.append(payload)
-            headers.append(header)
+        headers = [protocol.add_payload(frames, h, p, split) for h, p in results]
         self._send(protocol.RESULTS, {"results": headers, **body}, frames)
 
     def _send_hello(self) -> None:
@@ -715,9 +707,7 @@ def _arguments(header: dict[str, Any], frames: list[Any], index: int) -> Any:
     """A task's arguments: their frame, or the join of the parts they came in (engines and
     workers take one buffer; one copy here costs less than CurveZMQ's copies of one large
     frame, see :data:`protocol.PART_BYTES`)."""
-    count = header.get(protocol.PARTS_KEY, 1)
-    if type(count) is not int or count < 1:
-        raise protocol.ProtocolError(f"parts must be an integer >= 1, got {count!r}")
+    count = protocol.part_count(header, "task")
     if count == 1:
         return frames[index]
     if index + count > len(frames):

@@ -155,6 +155,24 @@ def parts(payload: Any) -> list[Any]:
     return [view[start : start + PART_BYTES] for start in range(0, view.nbytes, PART_BYTES)]
 
 
+def add_payload(
+    frames: list[Any], header: dict[str, Any], payload: Any, split: bool
+) -> dict[str, Any]:
+    """Append ``payload``'s frames to ``frames``: itself, or when ``split`` (the peer takes
+    parts) its :func:`parts`; returns ``header``, with their count as ``parts`` when several."""
+    pieces = parts(payload) if split else [payload]
+    frames.extend(pieces)
+    return header if len(pieces) == 1 else {**header, PARTS_KEY: len(pieces)}
+
+
+def part_count(header: dict[str, Any], where: str) -> int:
+    """How many frames the payload of ``header`` (named ``where`` in errors) travels in."""
+    count = header.get(PARTS_KEY, 1)
+    if type(count) is not int or count < 1:
+        raise ProtocolError(f"{where}.parts is not a positive integer: {count!r}")
+    return count
+
+
 def has_message(socket: Any) -> bool:
     """Whether a message waits on a ZeroMQ ``socket``.
 

@@ -46,6 +46,7 @@ from fx_endpoint.protocol import (
     decode,
     encode,
     has_message,
+    part_count,
     readable_text,
     recv_frames,
     require,
@@ -410,7 +411,7 @@ def _results(body: dict[str, Any], frames: list[Any]) -> list[ResultIn]:
     for i, header in enumerate(headers):
         if not isinstance(header, dict):
             raise ProtocolError(f"results[{i}] is not an object")
-        start, end = end, end + _part_count(header, i)
+        start, end = end, end + part_count(header, f"results[{i}]")
         if end > len(frames):
             raise ProtocolError(f"{len(headers)} results but {len(frames)} payload frames")
         data = _payload(frames[start:end])
@@ -449,14 +450,6 @@ def _results(body: dict[str, Any], frames: list[Any]) -> list[ResultIn]:
     if end != len(frames):
         raise ProtocolError(f"{len(headers)} results but {len(frames)} payload frames")
     return out
-
-
-def _part_count(header: dict[str, Any], i: int) -> int:
-    """How many frames result ``i``'s payload travels in (``parts``, default one)."""
-    count = header.get(PARTS_KEY, 1)
-    if type(count) is not int or count < 1:
-        raise ProtocolError(f"results[{i}].parts is not a positive integer")
-    return count
 
 
 def _payload(frames: list[Any]) -> Any:

@@ -32,13 +32,12 @@ from typing import TYPE_CHECKING, Any
 
 from fx_endpoint.protocol import (
     CANCEL,
-    PART_BYTES,
     PARTS_KEY,
     REJECT,
     RESULTS_ACK,
     TASKS,
     WELCOME,
-    parts,
+    add_payload,
 )
 from fx_endpoint.version import PROTOCOL_VERSION, __version__
 
@@ -504,14 +503,8 @@ class Dispatcher:
                 "walltime": task.walltime,
                 "retries": task.retries,
             }
-            if link.takes_parts and len(task.payload) > PART_BYTES:
-                pieces = parts(task.payload)
-                header[PARTS_KEY] = len(pieces)
-                frames += pieces
-            else:
-                frames.append(task.payload)
+            headers.append(add_payload(frames, header, task.payload, link.takes_parts))
             size += len(task.payload)
-            headers.append(header)
             link.inflight.add(task.task_id)
             sent += 1
         if headers:

@@ -51,8 +51,7 @@ async def answer_message(handler: EventsHandler, message: str | bytes) -> str | 
     if type(request_id) is not int:
         return _error(None, v.bad_request(f"id: expected an integer, got {request_id!r}"))
     try:
-        await v.off_loop(len(raw), v.check_strings, raw, doc)
-        answer = await _submit(handler, doc.get("body"), len(raw))
+        answer = await _submit(handler, raw, doc)
     except v.ApiError as e:
         return _error(request_id, e)
     except Exception as e:  # the store failed: the client retries over HTTP
@@ -61,11 +60,8 @@ async def answer_message(handler: EventsHandler, message: str | bytes) -> str | 
     return json.dumps({"type": "submitted", "id": request_id, **answer}, separators=(",", ":"))
 
 
-async def _submit(handler: EventsHandler, body: Any, size: int) -> dict[str, Any]:
-    if not isinstance(body, dict):
-        raise v.bad_request(
-            f"body: expected a submit body (a JSON object), got {type(body).__name__}"
-        )
+async def _submit(handler: EventsHandler, raw: bytes, doc: dict[str, Any]) -> dict[str, Any]:
+    """Authorize, check (off the loop when large: one hop), store; the ``submitted`` fields."""
     resource = handler.auth_resource
     if not await ensure_async(
         handler.authorizer.is_authorized(handler, handler.current_user, AUTH_ACTION, resource)
@@ -74,11 +70,24 @@ async def _submit(handler: EventsHandler, body: Any, size: int) -> dict[str, Any
             403, "forbidden", f"not authorized to {AUTH_ACTION} on resource {resource}"
         )
     service = handler.service
-    items, group = await v.off_loop(size, v.submission, body, service.max_tasks_per_request)
+    items, group = await v.off_loop(len(raw), _tasks_of, raw, doc, service.max_tasks_per_request)
     if any(item.payload_ref for item in items):
         raise v.bad_request("tasks[].payload_ref: submit uploads with POST submit")
     task_ids = await service.tasks.submit(handler.owner, items)
     return {"task_group_id": group or new_id(), "task_ids": task_ids}
+
+
+def _tasks_of(
+    raw: bytes, doc: dict[str, Any], max_tasks: int
+) -> tuple[list[v.TaskRequest], str | None]:
+    """The checked tasks of a submit message ``doc`` (parsed from ``raw``)."""
+    v.check_strings(raw, doc)
+    body = doc.get("body")
+    if not isinstance(body, dict):
+        raise v.bad_request(
+            f"body: expected a submit body (a JSON object), got {type(body).__name__}"
+        )
+    return v.submission(body, max_tasks)
 
 
 def _error(request_id: int | None, error: v.ApiError) -> str:
